@@ -1,0 +1,1 @@
+//! Kafka wire layer (being written).
