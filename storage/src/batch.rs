@@ -1,0 +1,148 @@
+//! Kafka RecordBatch v2 header: validation of what a client sent and the fields the log sets.
+//!
+//! Layout (big endian): baseOffset i64 @0, batchLength i32 @8, partitionLeaderEpoch i32 @12,
+//! magic i8 @16, crc u32 @17 (CRC32C over attributes..end), attributes i16 @21,
+//! lastOffsetDelta i32 @23, baseTimestamp i64 @27, maxTimestamp i64 @35, producerId i64 @43,
+//! producerEpoch i16 @51, baseSequence i32 @53, recordsCount i32 @57, records @61.
+
+use thiserror::Error;
+
+/// Size of the v2 batch header that precedes the records.
+pub const HEADER_BYTES: usize = 61;
+/// Bytes before `partitionLeaderEpoch` that `batchLength` does not count.
+const LENGTH_PREFIX_BYTES: usize = 12;
+const CRC_START: usize = 21;
+
+/// Why a batch was refused. Nothing is written when append returns one of these.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("batch of {0} bytes is shorter than the {HEADER_BYTES}-byte v2 header")]
+    TooShort(usize),
+    #[error("batchLength {declared} does not match the {actual} bytes given")]
+    LengthMismatch { declared: i64, actual: usize },
+    #[error("magic {0} is not 2; only RecordBatch v2 is stored")]
+    BadMagic(i8),
+    #[error("CRC32C mismatch: header says {stored:#010x}, data gives {computed:#010x}")]
+    BadCrc { stored: u32, computed: u32 },
+    #[error("recordsCount {0} is not positive")]
+    NoRecords(i32),
+    #[error("lastOffsetDelta {last_offset_delta} does not fit recordsCount {records}")]
+    BadLastOffsetDelta {
+        last_offset_delta: i32,
+        records: i32,
+    },
+    #[error("batch of {size} bytes exceeds the {max}-byte limit")]
+    TooLarge { size: usize, max: usize },
+}
+
+/// The header fields the log and its callers care about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub partition_leader_epoch: i32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Control batches (transaction markers) carry no user records.
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
+    /// Offsets this batch covers.
+    pub fn offset_count(&self) -> u64 {
+        self.last_offset_delta as u64 + 1
+    }
+}
+
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+
+/// Reads the header without checking the CRC; the caller knows `b` holds one whole batch.
+pub fn parse_header(b: &[u8]) -> Result<BatchHeader, BatchError> {
+    if b.len() < HEADER_BYTES {
+        return Err(BatchError::TooShort(b.len()));
+    }
+    Ok(BatchHeader {
+        base_offset: be_i64(b, 0),
+        partition_leader_epoch: be_i32(b, 12),
+        attributes: be_i16(b, 21),
+        last_offset_delta: be_i32(b, 23),
+        base_timestamp: be_i64(b, 27),
+        max_timestamp: be_i64(b, 35),
+        producer_id: be_i64(b, 43),
+        producer_epoch: be_i16(b, 51),
+        base_sequence: be_i32(b, 53),
+        records_count: be_i32(b, 57),
+    })
+}
+
+/// Total length of the batch starting at `b`, from its header, if enough bytes are present.
+pub fn batch_len(b: &[u8]) -> Option<i64> {
+    (b.len() >= LENGTH_PREFIX_BYTES).then(|| be_i32(b, 8) as i64 + LENGTH_PREFIX_BYTES as i64)
+}
+
+/// Validates one whole client batch: magic, length against the buffer, CRC32C, record count,
+/// last offset delta and size limit.
+pub fn validate(b: &[u8], max_bytes: usize) -> Result<BatchHeader, BatchError> {
+    if b.len() > max_bytes {
+        return Err(BatchError::TooLarge {
+            size: b.len(),
+            max: max_bytes,
+        });
+    }
+    if b.len() < HEADER_BYTES {
+        return Err(BatchError::TooShort(b.len()));
+    }
+    let declared = batch_len(b).unwrap_or(0);
+    if declared != b.len() as i64 {
+        return Err(BatchError::LengthMismatch {
+            declared,
+            actual: b.len(),
+        });
+    }
+    let magic = b[16] as i8;
+    if magic != 2 {
+        return Err(BatchError::BadMagic(magic));
+    }
+    let stored = u32::from_be_bytes(b[17..21].try_into().expect("4 bytes"));
+    let computed = crc32c::crc32c(&b[CRC_START..]);
+    if stored != computed {
+        return Err(BatchError::BadCrc { stored, computed });
+    }
+    let h = parse_header(b)?;
+    if h.records_count < 1 {
+        return Err(BatchError::NoRecords(h.records_count));
+    }
+    if h.last_offset_delta != h.records_count - 1 {
+        return Err(BatchError::BadLastOffsetDelta {
+            last_offset_delta: h.last_offset_delta,
+            records: h.records_count,
+        });
+    }
+    Ok(h)
+}
+
+/// Sets the two fields a broker owns and the CRC does not cover.
+pub(crate) fn set_base_offset_and_epoch(b: &mut [u8], base_offset: u64, epoch: i32) {
+    b[0..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
+    b[12..16].copy_from_slice(&epoch.to_be_bytes());
+}
