@@ -21,7 +21,7 @@ mod segment;
 mod types;
 
 pub use batch::{
-    parse_header, validate as validate_batch, BatchError, BatchHeader,
+    batch_len, parse_header, validate as validate_batch, BatchError, BatchHeader,
     HEADER_BYTES as BATCH_HEADER_BYTES,
 };
 pub use checkpoint::{HardState, MAX_CHECKPOINT_BYTES};

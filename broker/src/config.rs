@@ -1,0 +1,224 @@
+//! Broker configuration: CLI flags over a TOML file over defaults. Keys that mean what a
+//! Kafka broker config means carry Kafka's name (quoted in TOML, e.g. `"num.partitions" = 3`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sluice_storage::LogConfig;
+
+/// Kafka's `socket.request.max.bytes` default.
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize =
+    sluice_protocol::SOCKET_REQUEST_MAX_BYTES_DEFAULT;
+/// Default for `queued.max.request.bytes`, per shard: request bytes read but not yet answered
+/// before the shard stops reading sockets. At least one maximum-size frame must fit.
+pub const QUEUED_MAX_REQUEST_BYTES_DEFAULT: usize = 200 << 20;
+/// Requests one connection may have in flight before its reader waits (pipelining depth).
+pub const MAX_INFLIGHT_REQUESTS_PER_CONNECTION: usize = 128;
+/// Longest a Fetch may be parked waiting for data, whatever the client asks.
+pub const FETCH_MAX_WAIT_MS_LIMIT: u64 = 30_000;
+/// Cross-shard queue depth; a full queue makes the sender wait (backpressure).
+pub const SHARD_QUEUE_DEPTH: usize = 1024;
+/// Grace period for in-flight requests at shutdown.
+pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
+/// Largest partition count of one topic.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_MAX_CHARS: usize = 249;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    #[serde(rename = "node.id")]
+    pub node_id: i32,
+    #[serde(rename = "data.dir")]
+    pub data_dir: PathBuf,
+    /// Kafka listener, `HOST:PORT`.
+    pub listen: SocketAddr,
+    /// What clients are told to connect to; defaults to `listen`.
+    #[serde(rename = "advertised.listener")]
+    pub advertised_listener: Option<String>,
+    /// HTTP port for /metrics, /health, /ready.
+    #[serde(rename = "admin.listen")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Shards (one per core); defaults to every available core.
+    pub cores: Option<usize>,
+    #[serde(rename = "auto.create.topics.enable")]
+    pub auto_create_topics_enable: bool,
+    #[serde(rename = "num.partitions")]
+    pub num_partitions: i32,
+    #[serde(rename = "message.max.bytes")]
+    pub message_max_bytes: usize,
+    #[serde(rename = "socket.request.max.bytes")]
+    pub socket_request_max_bytes: usize,
+    #[serde(rename = "queued.max.request.bytes")]
+    pub queued_max_request_bytes: usize,
+    #[serde(rename = "log.segment.bytes")]
+    pub log_segment_bytes: u64,
+    #[serde(rename = "log.roll.ms")]
+    pub log_roll_ms: u64,
+    #[serde(rename = "log.retention.ms")]
+    pub log_retention_ms: i64,
+    #[serde(rename = "log.retention.bytes")]
+    pub log_retention_bytes: i64,
+    #[serde(rename = "log.retention.check.interval.ms")]
+    pub log_retention_check_interval_ms: u64,
+    #[serde(rename = "log.index.interval.bytes")]
+    pub log_index_interval_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        Config {
+            node_id: 1,
+            data_dir: PathBuf::from("./sluice-data"),
+            listen: "127.0.0.1:9092".parse().expect("valid default address"),
+            advertised_listener: None,
+            admin_listen: None,
+            cores: None,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            message_max_bytes: log.max_batch_bytes,
+            socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+            queued_max_request_bytes: QUEUED_MAX_REQUEST_BYTES_DEFAULT,
+            log_segment_bytes: log.segment_bytes,
+            log_roll_ms: log.segment_ms,
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_retention_bytes: -1,
+            log_retention_check_interval_ms: 5 * 60 * 1000,
+            log_index_interval_bytes: log.index_interval_bytes,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.socket_request_max_bytes > i32::MAX as usize || self.socket_request_max_bytes < 64 {
+            return Err(ConfigError::Invalid(
+                "socket.request.max.bytes must be in 64..=2^31-1".into(),
+            ));
+        }
+        if self.queued_max_request_bytes < self.socket_request_max_bytes {
+            return Err(ConfigError::Invalid(
+                "queued.max.request.bytes must be at least socket.request.max.bytes".into(),
+            ));
+        }
+        if self.num_partitions < 1 || self.num_partitions > MAX_PARTITIONS_PER_TOPIC {
+            return Err(ConfigError::Invalid("num.partitions out of range".into()));
+        }
+        if self.cores == Some(0) {
+            return Err(ConfigError::Invalid("cores must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// (host, port) clients should connect to.
+    pub fn advertised(&self) -> (String, i32) {
+        if let Some(a) = &self.advertised_listener {
+            if let Some((h, p)) = a.rsplit_once(':') {
+                if let Ok(p) = p.parse() {
+                    return (h.trim_matches(|c| c == '[' || c == ']').to_string(), p);
+                }
+            }
+        }
+        (self.listen.ip().to_string(), self.listen.port() as i32)
+    }
+
+    /// Topic-level defaults, as Kafka reports them in DescribeConfigs.
+    pub fn topic_defaults(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert("cleanup.policy".into(), "delete".into());
+        m.insert("retention.ms".into(), self.log_retention_ms.to_string());
+        m.insert(
+            "retention.bytes".into(),
+            self.log_retention_bytes.to_string(),
+        );
+        m.insert("segment.bytes".into(), self.log_segment_bytes.to_string());
+        m.insert("segment.ms".into(), self.log_roll_ms.to_string());
+        m.insert(
+            "max.message.bytes".into(),
+            self.message_max_bytes.to_string(),
+        );
+        m.insert(
+            "index.interval.bytes".into(),
+            self.log_index_interval_bytes.to_string(),
+        );
+        m.insert("message.timestamp.type".into(), "CreateTime".into());
+        m.insert("min.insync.replicas".into(), "1".into());
+        m.insert("compression.type".into(), "producer".into());
+        m
+    }
+
+    /// The storage config of a topic: its overrides over the broker defaults.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+        let get = |k: &str| overrides.get(k).and_then(|v| v.parse::<i64>().ok());
+        let retention = |v: i64| (v >= 0).then_some(v as u64);
+        LogConfig {
+            max_batch_bytes: get("max.message.bytes")
+                .map_or(self.message_max_bytes, |v| v.max(0) as usize),
+            segment_bytes: get("segment.bytes").map_or(self.log_segment_bytes, |v| v.max(0) as u64),
+            segment_ms: get("segment.ms").map_or(self.log_roll_ms, |v| v.max(1) as u64),
+            index_interval_bytes: get("index.interval.bytes")
+                .map_or(self.log_index_interval_bytes, |v| v.max(1) as u64),
+            retention_ms: retention(get("retention.ms").unwrap_or(self.log_retention_ms)),
+            retention_bytes: retention(get("retention.bytes").unwrap_or(self.log_retention_bytes)),
+            ..LogConfig::default()
+        }
+    }
+}
+
+/// Topic configs a client may set, with a check of each value. Unknown keys are refused
+/// with INVALID_CONFIG, as Kafka does.
+pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
+    let int = |min: i64| match value.parse::<i64>() {
+        Ok(v) if v >= min => Ok(()),
+        _ => Err(format!("{key} must be an integer >= {min}")),
+    };
+    match key {
+        "retention.ms" | "retention.bytes" => int(-1),
+        "segment.bytes" => int(sluice_storage::SEGMENT_BYTES_MIN as i64),
+        "segment.ms" | "index.interval.bytes" | "max.message.bytes" => int(1),
+        "min.insync.replicas" => int(1),
+        "cleanup.policy" => match value {
+            "delete" | "compact" | "compact,delete" | "delete,compact" => Ok(()),
+            _ => Err("cleanup.policy must be delete, compact or both".into()),
+        },
+        "message.timestamp.type" => match value {
+            "CreateTime" | "LogAppendTime" => Ok(()),
+            _ => Err("message.timestamp.type must be CreateTime or LogAppendTime".into()),
+        },
+        "compression.type" => match value {
+            "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
+            _ => Err("unknown compression.type".into()),
+        },
+        _ => Err(format!("unknown topic config {key}")),
+    }
+}
+
+/// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= TOPIC_NAME_MAX_CHARS
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -1,0 +1,71 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest-local (-4) and
+//! by timestamp, per partition on its owner shard.
+
+use std::rc::Rc;
+
+use sluice_protocol::kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use sluice_protocol::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use sluice_protocol::{ResponseError, VersionRange};
+
+use crate::partition::LEADER_EPOCH;
+use crate::shard::Shard;
+
+/// v0 uses the pre-0.10 answer format, which no current client sends.
+pub const VERSIONS: VersionRange = VersionRange::new(1, 10);
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+pub async fn handle(s: &Rc<Shard>, r: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let image = s.metadata();
+    let mut resp = ListOffsetsResponse::default();
+    for t in r.topics {
+        let topic = image.topic(t.name.0.as_str()).map(|t| (t.id, t.partitions));
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name;
+        for p in t.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.timestamp = -1;
+            pr.offset = -1;
+            pr.leader_epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
+            let result = match topic {
+                Some((id, count)) if (0..count).contains(&p.partition_index) => {
+                    let ts = p.timestamp;
+                    s.with_partition(id, p.partition_index, move |part| async move {
+                        let w = part.watermarks();
+                        match ts {
+                            LATEST | LATEST_TIERED => Ok(Some((w.high_watermark, -1))),
+                            EARLIEST | EARLIEST_LOCAL => Ok(Some((w.log_start, -1))),
+                            MAX_TIMESTAMP => {
+                                let (t, o) = part.max_timestamp();
+                                Ok((o >= w.log_start && o < w.high_watermark).then_some((o, t)))
+                            }
+                            t if t >= 0 => part.offset_for_timestamp(t).await,
+                            _ => Err(ResponseError::InvalidRequest),
+                        }
+                    })
+                    .await
+                    .and_then(|r| r)
+                }
+                _ => Err(ResponseError::UnknownTopicOrPartition),
+            };
+            match result {
+                Ok(Some((offset, ts))) => {
+                    pr.offset = offset;
+                    pr.timestamp = ts;
+                }
+                Ok(None) => {}
+                Err(e) => pr.error_code = e.code(),
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}

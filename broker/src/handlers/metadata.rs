@@ -1,0 +1,129 @@
+//! Metadata: brokers, topics with ids and partitions; creates unknown topics when
+//! `auto.create.topics.enable` is set and the client allows it.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use sluice_protocol::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use sluice_protocol::kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use sluice_protocol::{ResponseError, VersionRange};
+use uuid::Uuid;
+
+use super::{str_bytes, topic_name};
+use crate::metadata::{MetadataImage, Topic};
+use crate::partition::LEADER_EPOCH;
+use crate::shard::Shard;
+use crate::topics::plan_create;
+
+pub const VERSIONS: VersionRange = VersionRange::new(0, 13);
+
+/// Kafka's "not requested" value for authorized-operations fields.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(s: &Rc<Shard>, r: MetadataRequest, version: i16) -> MetadataResponse {
+    let mut image = s.metadata();
+    // v0 has no allow flag and always auto-creates; v4+ lets the client say no.
+    let allow_create =
+        s.config.auto_create_topics_enable && (version < 4 || r.allow_auto_topic_creation);
+    let requested: Option<Vec<(Option<String>, Uuid)>> = r.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| {
+                (
+                    t.name.as_ref().map(|n| n.0.as_str().to_string()),
+                    t.topic_id,
+                )
+            })
+            .collect()
+    });
+    if let (Some(req), true) = (&requested, allow_create) {
+        let missing: Vec<String> = req
+            .iter()
+            .filter_map(|(n, _)| n.clone())
+            .filter(|n| image.topic(n).is_none() && crate::config::valid_topic_name(n))
+            .collect();
+        if !missing.is_empty() {
+            let partitions = s.config.num_partitions;
+            let updated = s
+                .update_metadata(move |img| {
+                    Ok::<_, ()>(
+                        missing
+                            .iter()
+                            .filter_map(|n| {
+                                plan_create(img, n, partitions, 1, BTreeMap::new()).ok()
+                            })
+                            .collect(),
+                    )
+                })
+                .await;
+            if let Ok(i) = updated {
+                image = i;
+            }
+        }
+    }
+
+    let mut resp = MetadataResponse::default();
+    let (host, port) = s.config.advertised();
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(s.config.node_id);
+    broker.host = str_bytes(&host);
+    broker.port = port;
+    resp.brokers = vec![broker];
+    resp.cluster_id = Some(str_bytes(&image.cluster_id));
+    resp.controller_id = BrokerId(s.config.node_id);
+    resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    resp.topics = match requested {
+        None => image.topics.values().map(|t| topic_entry(s, t)).collect(),
+        Some(req) => req
+            .into_iter()
+            .map(|(name, id)| {
+                lookup(&image, name.as_deref(), id)
+                    .map_or_else(|e| missing_entry(name, id, e), |t| topic_entry(s, t))
+            })
+            .collect(),
+    };
+    resp
+}
+
+fn lookup<'a>(
+    image: &'a MetadataImage,
+    name: Option<&str>,
+    id: Uuid,
+) -> Result<&'a Topic, ResponseError> {
+    match name {
+        Some(n) if !crate::config::valid_topic_name(n) => Err(ResponseError::InvalidTopicException),
+        Some(n) => image.topic(n).ok_or(ResponseError::UnknownTopicOrPartition),
+        None => image.topic_by_id(&id).ok_or(ResponseError::UnknownTopicId),
+    }
+}
+
+fn missing_entry(name: Option<String>, id: Uuid, e: ResponseError) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.error_code = e.code();
+    t.name = name.map(|n| topic_name(&n));
+    t.topic_id = id;
+    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t
+}
+
+fn topic_entry(s: &Shard, topic: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(s.config.node_id);
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(topic_name(&topic.name));
+    t.topic_id = topic.id;
+    t.is_internal = topic.name.starts_with("__");
+    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t.partitions = (0..topic.partitions)
+        .map(|i| {
+            let mut p = MetadataResponsePartition::default();
+            p.partition_index = i;
+            p.leader_id = node;
+            p.leader_epoch = LEADER_EPOCH;
+            p.replica_nodes = vec![node];
+            p.isr_nodes = vec![node];
+            p
+        })
+        .collect();
+    t
+}

@@ -1,0 +1,91 @@
+//! Produce: each partition's records go to the owner shard, which validates and appends
+//! them; the answer waits for durability when acks=all. Partitions of one request proceed
+//! independently, so one bad batch fails only its own partition.
+
+use std::rc::Rc;
+
+use sluice_protocol::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
+use sluice_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use sluice_protocol::{ResponseError, VersionRange};
+
+use super::now_ms;
+use crate::shard::Shard;
+
+/// v3 is the first with RecordBatch v2; v13 names topics by id.
+pub const VERSIONS: VersionRange = VersionRange::new(3, 13);
+/// Topic-id addressing starts at this version.
+const TOPIC_ID_VERSION: i16 = 13;
+
+/// `None` when acks=0: Kafka sends no response at all.
+pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let acks = r.acks;
+    let transactional = r.transactional_id.is_some();
+    let image = s.metadata();
+    let mut pending = Vec::new();
+    for t in r.topic_data {
+        let topic = if version >= TOPIC_ID_VERSION {
+            image.topic_by_id(&t.topic_id)
+        } else {
+            image.topic(t.name.0.as_str())
+        };
+        let topic_info = topic.map(|t| (t.id, t.partitions));
+        let mut parts = Vec::new();
+        for p in t.partition_data {
+            let index = p.index;
+            let records = p.records;
+            let s = s.clone();
+            let fut = async move {
+                if transactional {
+                    return Err(ResponseError::TransactionalIdAuthorizationFailed);
+                }
+                if !matches!(acks, -1..=1) {
+                    return Err(ResponseError::InvalidRequiredAcks);
+                }
+                let (id, count) = topic_info.ok_or(if version >= TOPIC_ID_VERSION {
+                    ResponseError::UnknownTopicId
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                })?;
+                if index < 0 || index >= count {
+                    return Err(ResponseError::UnknownTopicOrPartition);
+                }
+                let records = records.ok_or(ResponseError::CorruptMessage)?;
+                let now = now_ms();
+                s.with_partition(id, index, move |p| async move {
+                    p.produce(records, acks, now).await
+                })
+                .await?
+            };
+            parts.push((index, glommio::spawn_local(fut).detach()));
+        }
+        pending.push((t.name, t.topic_id, parts));
+    }
+    let mut resp = ProduceResponse::default();
+    for (name, topic_id, parts) in pending {
+        let mut tr = TopicProduceResponse::default();
+        tr.name = name;
+        tr.topic_id = topic_id;
+        for (index, task) in parts {
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = index;
+            pr.log_append_time_ms = -1;
+            match task.await.unwrap_or(Err(ResponseError::UnknownServerError)) {
+                Ok(o) => {
+                    pr.base_offset = o.base_offset;
+                    pr.log_append_time_ms = o.log_append_time_ms;
+                    pr.log_start_offset = o.log_start_offset;
+                }
+                Err(e) => {
+                    pr.error_code = e.code();
+                    pr.base_offset = -1;
+                    pr.log_start_offset = -1;
+                }
+            }
+            tr.partition_responses.push(pr);
+        }
+        resp.responses.push(tr);
+    }
+    (acks != 0).then_some(resp)
+}

@@ -1,0 +1,314 @@
+//! `sluice`: a Kafka-compatible broker. One pinned glommio executor (shard) per core; each
+//! accepts on the Kafka port, owns a subset of partitions, and forwards work for others'
+//! partitions to their owner. See ARCHITECTURE.md.
+//!
+//! The broker crate must never reach into storage internals or Raft internals: it speaks to
+//! `sluice-storage` through `PartitionLog`, and to the wire through `sluice-protocol`.
+
+mod admin_http;
+mod config;
+mod conn;
+mod handlers;
+mod metadata;
+mod partition;
+mod shard;
+mod topics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use glommio::{LocalExecutorBuilder, Placement};
+use tracing::{error, info, warn};
+
+use config::{Config, SHARD_QUEUE_DEPTH, SHUTDOWN_GRACE_MS};
+use shard::{Job, Shard};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible streaming broker (thread-per-core, direct I/O)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a broker (the default with no arguments: one node on 127.0.0.1:9092).
+    Start(StartArgs),
+}
+
+#[derive(Args, Default)]
+struct StartArgs {
+    /// TOML config file; flags override it, and it overrides the defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where partition logs and cluster metadata live [default: ./sluice-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Kafka listener address [default: 127.0.0.1:9092].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// HOST:PORT given to clients in Metadata [default: the listen address].
+    #[arg(long)]
+    advertised_listener: Option<String>,
+    /// HTTP address for /metrics, /health and /ready [default: off].
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Shards, one per core [default: all cores].
+    #[arg(long)]
+    cores: Option<usize>,
+    /// This broker's node id [default: 1].
+    #[arg(long)]
+    node_id: Option<i32>,
+}
+
+/// Control messages from the main thread to a shard.
+enum Control {
+    /// Stop accepting, let in-flight requests finish, then answer on the channel.
+    Drain(flume::Sender<()>),
+    /// Flush and close every partition, then stop the executor.
+    Close,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Start(a)) => a,
+        None => StartArgs::default(),
+    };
+    let config = match load_config(args) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            std::process::exit(2);
+        }
+    };
+    std::process::exit(run(config));
+}
+
+fn load_config(args: StartArgs) -> Result<Config, config::ConfigError> {
+    let mut c = match &args.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.data_dir {
+        c.data_dir = v;
+    }
+    if let Some(v) = args.listen {
+        c.listen = v;
+    }
+    if let Some(v) = args.advertised_listener {
+        c.advertised_listener = Some(v);
+    }
+    if let Some(v) = args.admin_listen {
+        c.admin_listen = Some(v);
+    }
+    if let Some(v) = args.cores {
+        c.cores = Some(v);
+    }
+    if let Some(v) = args.node_id {
+        c.node_id = v;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn block_shutdown_signals() -> libc::sigset_t {
+    // Blocked before shard threads start, so they inherit the mask and only the main
+    // thread receives SIGTERM/SIGINT, through sigwait.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn run(config: Arc<Config>) -> i32 {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = config.cores.unwrap_or(available);
+    if cores > available {
+        eprintln!("sluice: --cores {cores} is more than the {available} cores this machine has");
+        return 2;
+    }
+    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+        eprintln!(
+            "sluice: cannot create data dir {}: {e}",
+            config.data_dir.display()
+        );
+        return 1;
+    }
+    let signals = block_shutdown_signals();
+    let (job_txs, job_rxs): (Vec<_>, Vec<_>) = (0..cores)
+        .map(|_| flume::bounded::<Job>(SHARD_QUEUE_DEPTH))
+        .unzip();
+    let mut controls = Vec::new();
+    let mut threads = Vec::new();
+    for (id, jobs) in job_rxs.into_iter().enumerate() {
+        let (ctl_tx, ctl_rx) = flume::unbounded::<Control>();
+        controls.push(ctl_tx);
+        let config = config.clone();
+        let peers = job_txs.clone();
+        let spawned = LocalExecutorBuilder::new(Placement::Fixed(id))
+            .name(&format!("shard-{id}"))
+            .spawn(move || shard_main(id, config, peers, jobs, ctl_rx));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                eprintln!(
+                    "sluice: cannot start shard {id} (an io_uring executor): {e}\n\
+                     io_uring must be allowed: containers need a seccomp profile that permits \
+                     io_uring_setup/io_uring_enter/io_uring_register, and the memlock limit \
+                     (ulimit -l) must allow io_uring buffers (at least 16 MiB per core)."
+                );
+                return 1;
+            }
+        }
+    }
+    drop(job_txs);
+
+    let mut sig: libc::c_int = 0;
+    unsafe { libc::sigwait(&signals, &mut sig) };
+    info!(signal = sig, "shutting down: draining in-flight requests");
+    let (drained_tx, drained_rx) = flume::unbounded();
+    for c in &controls {
+        let _ = c.send(Control::Drain(drained_tx.clone()));
+    }
+    for _ in 0..controls.len() {
+        let _ = drained_rx.recv_timeout(Duration::from_millis(2 * SHUTDOWN_GRACE_MS));
+    }
+    for c in &controls {
+        let _ = c.send(Control::Close);
+    }
+    let mut code = 0;
+    for t in threads {
+        if t.join().is_err() {
+            code = 1;
+        }
+    }
+    info!("stopped");
+    code
+}
+
+fn shard_main(
+    id: usize,
+    config: Arc<Config>,
+    peers: Vec<flume::Sender<Job>>,
+    jobs: flume::Receiver<Job>,
+    control: flume::Receiver<Control>,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let shard = Shard::new(
+            id,
+            config.clone(),
+            peers,
+            Rc::new(handlers::version_table()),
+        );
+        glommio::spawn_local(shard.clone().serve_jobs(jobs)).detach();
+        if id == 0 && !start_cluster(&shard).await {
+            std::process::exit(1);
+        }
+        while let Ok(msg) = control.recv_async().await {
+            match msg {
+                Control::Drain(done) => {
+                    shard.shutting_down.set(true);
+                    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
+                    while shard.inflight_bytes.available() < config.queued_max_request_bytes as u64
+                        && Instant::now() < deadline
+                    {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                    let _ = done.send(());
+                }
+                Control::Close => break,
+            }
+        }
+        shard.close_partitions().await;
+    }
+}
+
+/// Shard 0: checks the data dir, replays metadata, has every shard open its partitions,
+/// then starts every shard's listener. Returns false on a fatal start-up error.
+async fn start_cluster(shard: &Rc<Shard>) -> bool {
+    let config = shard.config.clone();
+    if let Err(e) = sluice_storage::check_direct_io(&config.data_dir).await {
+        error!(
+            "direct I/O does not work in {}: {e}. Put the data dir on a file system with \
+             O_DIRECT support (ext4, xfs; not tmpfs or overlayfs on some kernels).",
+            config.data_dir.display()
+        );
+        return false;
+    }
+    let store = match metadata::MetadataStore::open(&config.data_dir).await {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot open the cluster metadata log");
+            return false;
+        }
+    };
+    let image = store.image();
+    shard.set_meta_store(store);
+    shard.broadcast_image(image).await;
+    for target in 0..shard.count {
+        let ok = shard
+            .run_on(target, |s| async move { start_listener(&s) })
+            .await;
+        if !ok {
+            return false;
+        }
+    }
+    if let Some(addr) = config.admin_listen {
+        if let Err(e) = admin_http::start(shard.clone(), addr) {
+            error!(%addr, error = %e, "cannot listen on the admin address");
+            return false;
+        }
+    }
+    info!(listen = %config.listen, shards = shard.count, data_dir = %config.data_dir.display(), "sluice is ready");
+    true
+}
+
+fn start_listener(shard: &Rc<Shard>) -> bool {
+    let addr = shard.config.listen;
+    let listener = match glommio::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(%addr, error = %e, "cannot listen on the Kafka address");
+            return false;
+        }
+    };
+    let s = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            if s.shutting_down.get() {
+                break;
+            }
+            match listener.accept().await {
+                Ok(stream) => {
+                    glommio::spawn_local(conn::serve(s.clone(), stream)).detach();
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .detach();
+    true
+}

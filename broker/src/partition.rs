@@ -1,0 +1,399 @@
+//! One partition replica on its owner shard: the storage log plus what Kafka layers on it —
+//! the high watermark, idempotent-producer state, and wake-ups for parked fetches.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use sluice_protocol::ResponseError;
+use sluice_storage::{BatchHeader, LogConfig, Offset, PartitionLog, StorageError, Term};
+use tracing::warn;
+use uuid::Uuid;
+
+/// Batches per producer whose sequence numbers are remembered for duplicate detection;
+/// Kafka's `max.in.flight.requests.per.connection` with idempotence is at most 5.
+const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+/// The leader epoch of a one-node cluster (the Raft term, once replication lands).
+pub const LEADER_EPOCH: i32 = 0;
+const TERM: Term = Term(0);
+/// Largest read while rebuilding producer state at open.
+const REBUILD_CHUNK_BYTES: usize = 8 << 20;
+
+#[derive(Clone, Copy, Debug)]
+struct SeqBatch {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct ProducerState {
+    epoch: i16,
+    recent: VecDeque<SeqBatch>,
+}
+
+/// What a produce of one partition's records came to.
+#[derive(Clone, Copy, Debug)]
+pub struct ProduceOutcome {
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// A partition's offsets as readers see them.
+#[derive(Clone, Copy, Debug)]
+pub struct Watermarks {
+    pub log_start: i64,
+    pub high_watermark: i64,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+    pub log: PartitionLog,
+    producers: RefCell<HashMap<i64, ProducerState>>,
+    /// Offsets below this are durable (the Raft commit, for one node an fdatasync).
+    hw: Cell<u64>,
+    /// Largest batch max-timestamp and that batch's last offset, for ListOffsets -3.
+    max_timestamp: Cell<(i64, i64)>,
+    /// Serializes sequence checks with appends so pipelined idempotent batches can't race.
+    append_lock: Semaphore,
+    waiters: RefCell<Vec<flume::Sender<()>>>,
+    log_append_time: Cell<bool>,
+}
+
+fn storage_error_code(e: &StorageError) -> ResponseError {
+    use sluice_storage::BatchError;
+    match e {
+        StorageError::InvalidBatch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
+        StorageError::InvalidBatch(BatchError::BadCrc { .. }) => ResponseError::CorruptMessage,
+        StorageError::InvalidBatch(BatchError::BadMagic(_)) => {
+            ResponseError::UnsupportedForMessageFormat
+        }
+        StorageError::InvalidBatch(_) => ResponseError::CorruptMessage,
+        StorageError::OffsetOutOfRange(..) => ResponseError::OffsetOutOfRange,
+        _ => ResponseError::KafkaStorageError,
+    }
+}
+
+impl Partition {
+    pub async fn open(
+        dir: &std::path::Path,
+        topic: String,
+        topic_id: Uuid,
+        index: i32,
+        config: LogConfig,
+        log_append_time: bool,
+    ) -> Result<Rc<Self>, StorageError> {
+        let log = PartitionLog::open(dir, config).await?;
+        let hw = log.durable_end().next_offset.0;
+        let p = Rc::new(Partition {
+            topic,
+            topic_id,
+            index,
+            log,
+            producers: RefCell::new(HashMap::new()),
+            hw: Cell::new(hw),
+            max_timestamp: Cell::new((-1, -1)),
+            append_lock: Semaphore::new(1),
+            waiters: RefCell::new(Vec::new()),
+            log_append_time: Cell::new(log_append_time),
+        });
+        p.rebuild_producer_state().await?;
+        Ok(p)
+    }
+
+    /// Replays batch headers to restore idempotent-producer state and the max timestamp.
+    async fn rebuild_producer_state(&self) -> Result<(), StorageError> {
+        let end = Offset(self.hw.get());
+        let mut next = self.log.start().offset;
+        while next < end {
+            let batches = self.log.read(next, REBUILD_CHUNK_BYTES, end).await?;
+            let Some(last) = batches.last() else { break };
+            let last_end = sluice_storage::parse_header(last)?;
+            for b in &batches {
+                let h = sluice_storage::parse_header(b)?;
+                self.note_batch(&h, h.base_offset as u64);
+            }
+            next = Offset(last_end.base_offset as u64 + last_end.offset_count());
+        }
+        Ok(())
+    }
+
+    fn note_batch(&self, h: &BatchHeader, base: u64) {
+        let last = base as i64 + h.last_offset_delta as i64;
+        if h.max_timestamp >= self.max_timestamp.get().0 {
+            self.max_timestamp.set((h.max_timestamp, last));
+        }
+        if h.producer_id >= 0 && !h.is_control() {
+            let mut producers = self.producers.borrow_mut();
+            let s = producers.entry(h.producer_id).or_default();
+            if h.producer_epoch != s.epoch {
+                s.epoch = h.producer_epoch;
+                s.recent.clear();
+            }
+            s.recent.push_back(SeqBatch {
+                first_seq: h.base_sequence,
+                last_seq: h.base_sequence.wrapping_add(h.last_offset_delta),
+                base_offset: base,
+            });
+            if s.recent.len() > PRODUCER_BATCHES_REMEMBERED {
+                s.recent.pop_front();
+            }
+        }
+    }
+
+    pub fn set_config(&self, config: LogConfig, log_append_time: bool) {
+        self.log.set_config(config);
+        self.log_append_time.set(log_append_time);
+    }
+
+    pub fn watermarks(&self) -> Watermarks {
+        Watermarks {
+            log_start: self.log.start().offset.0 as i64,
+            high_watermark: self.hw.get() as i64,
+        }
+    }
+
+    pub fn max_timestamp(&self) -> (i64, i64) {
+        self.max_timestamp.get()
+    }
+
+    /// Checks an idempotent batch against the producer's state: `Ok(None)` to append,
+    /// `Ok(Some(base))` for a duplicate already stored at `base`, or Kafka's error.
+    fn check_sequence(&self, h: &BatchHeader) -> Result<Option<u64>, ResponseError> {
+        if h.producer_id < 0 {
+            return Ok(None);
+        }
+        let producers = self.producers.borrow();
+        let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta);
+        match producers.get(&h.producer_id) {
+            // A new producer (or one whose batches retention removed) starts at 0; anything
+            // else means earlier batches were lost, and accepting it would hide the loss.
+            None => match h.base_sequence {
+                0 => Ok(None),
+                _ => Err(ResponseError::OutOfOrderSequenceNumber),
+            },
+            Some(s) if h.producer_epoch < s.epoch => Err(ResponseError::InvalidProducerEpoch),
+            Some(s) if h.producer_epoch > s.epoch => match h.base_sequence {
+                0 => Ok(None),
+                _ => Err(ResponseError::OutOfOrderSequenceNumber),
+            },
+            Some(s) => {
+                if let Some(d) = s
+                    .recent
+                    .iter()
+                    .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq)
+                {
+                    return Ok(Some(d.base_offset));
+                }
+                let expected = s
+                    .recent
+                    .back()
+                    .map_or(0, |b| b.last_seq.wrapping_add(1).max(0));
+                if h.base_sequence == expected {
+                    Ok(None)
+                } else {
+                    Err(ResponseError::OutOfOrderSequenceNumber)
+                }
+            }
+        }
+    }
+
+    /// Appends every batch in `records`. With `acks == -1` returns only once they are
+    /// durable; otherwise durability (and the high watermark) follows in the background.
+    pub async fn produce(
+        self: &Rc<Self>,
+        records: Bytes,
+        acks: i16,
+        now_ms: i64,
+    ) -> Result<ProduceOutcome, ResponseError> {
+        let batches = split_batches(&records)?;
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ResponseError::KafkaStorageError)?;
+        let mut first_base = None;
+        let log_append_time = self.log_append_time.get();
+        for b in batches {
+            let h = sluice_storage::parse_header(b).map_err(|_| ResponseError::CorruptMessage)?;
+            if let Some(dup) = self.check_sequence(&h)? {
+                first_base.get_or_insert(dup);
+                continue;
+            }
+            let appended = if log_append_time {
+                // Validate what the client sent before the CRC is recomputed over it.
+                sluice_storage::validate_batch(b, self.log.config().max_batch_bytes)
+                    .map_err(|e| storage_error_code(&StorageError::InvalidBatch(e)))?;
+                let patched = with_log_append_time(b, now_ms);
+                self.log.append(&patched, TERM).await
+            } else {
+                self.log.append(b, TERM).await
+            };
+            let a = appended.map_err(|e| {
+                warn!(topic = %self.topic, partition = self.index, error = %e, "append refused");
+                storage_error_code(&e)
+            })?;
+            let mut h = h;
+            if log_append_time {
+                h.max_timestamp = now_ms;
+            }
+            self.note_batch(&h, a.base_offset.0);
+            first_base.get_or_insert(a.base_offset.0);
+        }
+        drop(_permit);
+        if acks == -1 {
+            self.make_durable().await?;
+        } else {
+            let p = self.clone();
+            glommio::spawn_local(async move {
+                let _ = p.make_durable().await;
+            })
+            .detach();
+        }
+        Ok(ProduceOutcome {
+            base_offset: first_base.map_or(-1, |b| b as i64),
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            log_start_offset: self.log.start().offset.0 as i64,
+        })
+    }
+
+    /// Flushes (group commit) and advances the high watermark, waking parked fetches.
+    pub async fn make_durable(&self) -> Result<(), ResponseError> {
+        let end = self.log.flush().await.map_err(|e| {
+            warn!(topic = %self.topic, partition = self.index, error = %e, "flush failed");
+            storage_error_code(&e)
+        })?;
+        if end.next_offset.0 > self.hw.get() {
+            self.hw.set(end.next_offset.0);
+            for w in self.waiters.borrow_mut().drain(..) {
+                let _ = w.try_send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves when the high watermark passes `offset` or the receiver is dropped.
+    pub fn wait_for_data(&self, offset: i64) -> Option<flume::Receiver<()>> {
+        if (self.hw.get() as i64) > offset {
+            return None;
+        }
+        let (tx, rx) = flume::bounded(1);
+        let mut w = self.waiters.borrow_mut();
+        w.retain(|s| !s.is_disconnected());
+        w.push(tx);
+        Some(rx)
+    }
+
+    /// Kafka read: whole batches from `offset` up to the high watermark.
+    pub async fn fetch(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Vec<Bytes>, Watermarks), ResponseError> {
+        let w = self.watermarks();
+        if offset < w.log_start
+            || offset > w.high_watermark.max(self.log.end().next_offset.0 as i64)
+        {
+            return Err(ResponseError::OffsetOutOfRange);
+        }
+        if offset >= w.high_watermark {
+            return Ok((Vec::new(), w));
+        }
+        let batches = self
+            .log
+            .read(
+                Offset(offset as u64),
+                max_bytes,
+                Offset(w.high_watermark as u64),
+            )
+            .await
+            .map_err(|e| storage_error_code(&e))?;
+        Ok((batches, w))
+    }
+}
+
+/// Splits a produce request's records into whole batches; a torn or empty set is refused.
+fn split_batches(records: &Bytes) -> Result<Vec<&[u8]>, ResponseError> {
+    let mut out = Vec::new();
+    let mut rest = &records[..];
+    while !rest.is_empty() {
+        let len = sluice_storage::batch_len(rest).ok_or(ResponseError::CorruptMessage)?;
+        if len < sluice_storage::BATCH_HEADER_BYTES as i64 || len > rest.len() as i64 {
+            return Err(ResponseError::CorruptMessage);
+        }
+        let (b, r) = rest.split_at(len as usize);
+        out.push(b);
+        rest = r;
+    }
+    if out.is_empty() {
+        return Err(ResponseError::CorruptMessage);
+    }
+    Ok(out)
+}
+
+/// For `message.timestamp.type=LogAppendTime`: the broker sets the batch's max timestamp
+/// and timestamp-type bit, which the CRC covers, so the CRC is recomputed.
+fn with_log_append_time(b: &[u8], now_ms: i64) -> Vec<u8> {
+    let mut v = b.to_vec();
+    let attrs = i16::from_be_bytes([v[21], v[22]]) | 0x08;
+    v[21..23].copy_from_slice(&attrs.to_be_bytes());
+    v[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&v[21..]);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    v
+}
+
+impl Partition {
+    /// First record (offset, timestamp) with timestamp >= `ts` below the high watermark.
+    /// Storage finds the batch; its records are decoded (decompressed if needed) to find
+    /// the record, as Kafka answers by record, not by batch.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, ResponseError> {
+        let hw = self.hw.get();
+        let Some(start) = self
+            .log
+            .offset_for_timestamp(ts)
+            .await
+            .map_err(|e| storage_error_code(&e))?
+        else {
+            return Ok(None);
+        };
+        let mut from = start;
+        while from.0 < hw {
+            let batches = self
+                .log
+                .read(from, 1, Offset(hw))
+                .await
+                .map_err(|e| storage_error_code(&e))?;
+            let Some(batch) = batches.into_iter().next() else {
+                break;
+            };
+            let h =
+                sluice_storage::parse_header(&batch).map_err(|_| ResponseError::CorruptMessage)?;
+            from = Offset(h.base_offset as u64 + h.offset_count());
+            if h.max_timestamp < ts || h.is_control() {
+                continue;
+            }
+            let mut buf = batch.clone();
+            let set =
+                sluice_protocol::kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+                    .map_err(|_| ResponseError::CorruptMessage)?;
+            let log_append = h.attributes & 0x08 != 0;
+            for r in set.records {
+                let t = if log_append {
+                    h.max_timestamp
+                } else {
+                    r.timestamp
+                };
+                if t >= ts && r.offset >= self.log.start().offset.0 as i64 {
+                    return Ok(Some((r.offset, t)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}

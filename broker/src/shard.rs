@@ -1,0 +1,318 @@
+//! A shard: one pinned glommio executor that owns a subset of partitions and serves the
+//! connections it accepts. Shards share nothing; they talk by sending jobs (closures that
+//! run on the receiving shard) over bounded cross-shard queues.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+use sluice_protocol::{ResponseError, VersionTable};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::metadata::{MetaError, MetaRecord, MetadataImage, MetadataStore, Topic};
+use crate::partition::Partition;
+
+/// Work sent to another shard: runs there and reports back through its own channel.
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// The owner shard of a partition: a pure function of topic id and partition, so every
+/// shard routes the same way without asking anyone.
+pub fn shard_for(topic_id: &Uuid, partition: i32, shards: usize) -> usize {
+    let mut h = crc32c::crc32c(topic_id.as_bytes());
+    h = crc32c::crc32c_append(h, &partition.to_be_bytes());
+    h as usize % shards
+}
+
+pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E> {
+    #[error("{0}")]
+    Rejected(E),
+    #[error("metadata store: {0}")]
+    Store(#[from] MetaError),
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Arc<Config>,
+    pub versions: Rc<VersionTable>,
+    /// `queued.max.request.bytes`: permits are request bytes read but not yet answered.
+    pub inflight_bytes: Rc<Semaphore>,
+    peers: Vec<flume::Sender<Job>>,
+    partitions: RefCell<HashMap<(Uuid, i32), Rc<Partition>>>,
+    metadata: RefCell<Arc<MetadataImage>>,
+    /// Shard 0 only. Taken out while a change is being committed (serialized by `meta_lock`).
+    meta_store: RefCell<Option<MetadataStore>>,
+    meta_lock: Semaphore,
+    pub shutting_down: Cell<bool>,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        peers: Vec<flume::Sender<Job>>,
+        versions: Rc<VersionTable>,
+    ) -> Rc<Self> {
+        let budget = config.queued_max_request_bytes as u64;
+        Rc::new(Shard {
+            id,
+            count: peers.len(),
+            config,
+            versions,
+            inflight_bytes: Rc::new(Semaphore::new(budget)),
+            peers,
+            partitions: RefCell::new(HashMap::new()),
+            metadata: RefCell::new(Arc::new(MetadataImage::default())),
+            meta_store: RefCell::new(None),
+            meta_lock: Semaphore::new(1),
+            shutting_down: Cell::new(false),
+        })
+    }
+
+    pub fn set_meta_store(&self, store: MetadataStore) {
+        *self.meta_store.borrow_mut() = Some(store);
+    }
+
+    /// Runs the jobs other shards send here until every sender is gone.
+    pub async fn serve_jobs(self: Rc<Self>, rx: flume::Receiver<Job>) {
+        while let Ok(job) = rx.recv_async().await {
+            glommio::spawn_local(job(self.clone())).detach();
+        }
+    }
+
+    /// Runs `f` on shard `target` and returns its result. Local calls skip the queue.
+    pub async fn run_on<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> R
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        if target == self.id {
+            return f(self.clone()).await;
+        }
+        let (tx, rx) = flume::bounded(1);
+        let job: Job = Box::new(move |s| {
+            Box::pin(async move {
+                let _ = tx.send(f(s).await);
+            })
+        });
+        self.peers[target]
+            .send_async(job)
+            .await
+            .unwrap_or_else(|_| panic!("shard {target} stopped while shard {} runs", self.id));
+        rx.recv_async()
+            .await
+            .unwrap_or_else(|_| panic!("shard {target} dropped a job"))
+    }
+
+    pub fn metadata(&self) -> Arc<MetadataImage> {
+        self.metadata.borrow().clone()
+    }
+
+    pub fn owner_of(&self, topic_id: &Uuid, partition: i32) -> usize {
+        shard_for(topic_id, partition, self.count)
+    }
+
+    pub fn local_partition(&self, topic_id: &Uuid, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(&(*topic_id, partition))
+            .cloned()
+    }
+
+    pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Runs `f` with the partition on its owner shard.
+    pub async fn with_partition<R, F, Fut>(
+        self: &Rc<Self>,
+        topic_id: Uuid,
+        partition: i32,
+        f: F,
+    ) -> Result<R, ResponseError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        let owner = self.owner_of(&topic_id, partition);
+        self.run_on(owner, move |s| async move {
+            match s.local_partition(&topic_id, partition) {
+                Some(p) => {
+                    // Ownership is a pure function of the key; a mismatch is a routing bug.
+                    debug_assert_eq!(s.owner_of(&topic_id, partition), s.id);
+                    Ok(f(p).await)
+                }
+                None => Err(ResponseError::UnknownTopicOrPartition),
+            }
+        })
+        .await
+    }
+
+    /// Changes cluster metadata: `plan` runs on shard 0 against the current image and
+    /// returns the records to commit (or a rejection). Once they are durable, every shard
+    /// applies the new image (opening or deleting partitions) before this returns, so a
+    /// created topic is writable as soon as CreateTopics answers.
+    pub async fn update_metadata<E, P>(
+        self: &Rc<Self>,
+        plan: P,
+    ) -> Result<Arc<MetadataImage>, UpdateError<E>>
+    where
+        E: Send + 'static,
+        P: FnOnce(&MetadataImage) -> Result<Vec<MetaRecord>, E> + Send + 'static,
+    {
+        self.run_on(0, move |s| async move {
+            let _permit = s
+                .meta_lock
+                .acquire_permit(1)
+                .await
+                .expect("metadata lock never closes");
+            let mut store = s
+                .meta_store
+                .borrow_mut()
+                .take()
+                .expect("shard 0 owns the metadata store");
+            let current = store.image();
+            let result = match plan(&current) {
+                Err(e) => Err(UpdateError::Rejected(e)),
+                Ok(records) if records.is_empty() => Ok(current),
+                Ok(records) => store.commit(records).await.map_err(UpdateError::Store),
+            };
+            *s.meta_store.borrow_mut() = Some(store);
+            let image = result?;
+            s.broadcast_image(image.clone()).await;
+            Ok(image)
+        })
+        .await
+    }
+
+    /// Hands a new image to every shard and waits until each has applied it.
+    pub async fn broadcast_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
+        for target in 0..self.count {
+            let image = image.clone();
+            self.run_on(target, move |s| async move { s.apply_image(image).await })
+                .await;
+        }
+    }
+
+    /// A new producer id from the persisted counter on shard 0.
+    pub async fn next_producer_id(self: &Rc<Self>) -> Result<i64, MetaError> {
+        self.run_on(0, |s| async move {
+            let _permit = s
+                .meta_lock
+                .acquire_permit(1)
+                .await
+                .expect("metadata lock never closes");
+            let mut store = s
+                .meta_store
+                .borrow_mut()
+                .take()
+                .expect("shard 0 owns the metadata store");
+            let r = store.next_producer_id().await;
+            *s.meta_store.borrow_mut() = Some(store);
+            r
+        })
+        .await
+    }
+
+    /// Makes this shard's partitions match the image: opens new ones it owns, applies
+    /// config changes, and closes and deletes those whose topic is gone.
+    async fn apply_image(self: Rc<Self>, image: Arc<MetadataImage>) {
+        *self.metadata.borrow_mut() = image.clone();
+        let gone: Vec<Rc<Partition>> = {
+            let mut parts = self.partitions.borrow_mut();
+            let keys: Vec<_> = parts
+                .keys()
+                .filter(|(id, p)| image.topic_by_id(id).is_none_or(|t| *p >= t.partitions))
+                .copied()
+                .collect();
+            keys.iter().filter_map(|k| parts.remove(k)).collect()
+        };
+        for p in gone {
+            let dir = p.log.dir().to_path_buf();
+            info!(topic = %p.topic, partition = p.index, "deleting partition of a deleted topic");
+            drop(p);
+            if let Err(e) = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_dir_all(&dir))
+                .await
+            {
+                warn!(error = %e, "could not delete a deleted partition's directory");
+            }
+        }
+        for t in image.topics.values() {
+            for p in 0..t.partitions {
+                if self.owner_of(&t.id, p) != self.id {
+                    continue;
+                }
+                let existing = self.local_partition(&t.id, p);
+                match existing {
+                    Some(part) => {
+                        part.set_config(self.config.log_config(&t.configs), log_append_time(t))
+                    }
+                    None => self.open_partition(t, p).await,
+                }
+            }
+        }
+    }
+
+    async fn open_partition(&self, t: &Topic, p: i32) {
+        let dir = partition_dir(&self.config.data_dir, &t.name, p);
+        let config = self.config.log_config(&t.configs);
+        match Partition::open(&dir, t.name.clone(), t.id, p, config, log_append_time(t)).await {
+            Ok(part) => {
+                self.partitions.borrow_mut().insert((t.id, p), part);
+            }
+            Err(e) => {
+                // Storage that can't open is an environment failure; serving without the
+                // partition would silently lose it, so the broker stops.
+                tracing::error!(topic = %t.name, partition = p, error = %e, "cannot open partition; exiting");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// Flushes and closes every partition (graceful shutdown).
+    pub async fn close_partitions(&self) {
+        let parts: Vec<_> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for p in parts {
+            if let Err(e) = p.make_durable().await {
+                warn!(topic = %p.topic, partition = p.index, error = ?e, "flush at shutdown failed");
+            }
+            if let Ok(p) = Rc::try_unwrap(p) {
+                if let Err(e) = p.log.close().await {
+                    warn!(error = %e, "closing a partition log failed");
+                }
+            }
+        }
+        let store = self.meta_store.borrow_mut().take();
+        if let Some(store) = store {
+            if let Err(e) = store.close().await {
+                warn!(error = %e, "closing the metadata log failed");
+            }
+        }
+    }
+}
+
+fn log_append_time(t: &Topic) -> bool {
+    t.configs
+        .get("message.timestamp.type")
+        .is_some_and(|v| v == "LogAppendTime")
+}
