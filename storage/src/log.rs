@@ -12,7 +12,8 @@
 //! `io_lock`, while appends only extend the in-memory tail and never wait on I/O unless the
 //! segment must roll or too much is unflushed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::task::{Poll, Waker};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -128,6 +129,55 @@ pub struct PartitionLog {
     dir: PathBuf,
     inner: RefCell<Inner>,
     io_lock: Semaphore,
+    /// A `flush` is writing and syncing; other flushers wait on `flush_done`.
+    flushing: Cell<bool>,
+    flush_done: Event,
+}
+
+/// Wakes every task waiting for the current flush to end. A waiter that raced past the end
+/// just re-checks, so a spurious wake-up is harmless.
+#[derive(Default)]
+struct Event {
+    generation: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Event {
+    async fn wait(&self) {
+        let start = self.generation.get();
+        std::future::poll_fn(|cx| {
+            if self.generation.get() != start {
+                return Poll::Ready(());
+            }
+            self.wakers.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn notify_all(&self) {
+        self.generation.set(self.generation.get() + 1);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// Marks a flush in progress; ends it and wakes waiters even if the flush is cancelled.
+struct FlushingGuard<'a>(&'a PartitionLog);
+
+impl<'a> FlushingGuard<'a> {
+    fn new(log: &'a PartitionLog) -> Self {
+        log.flushing.set(true);
+        FlushingGuard(log)
+    }
+}
+
+impl Drop for FlushingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.flushing.set(false);
+        self.0.flush_done.notify_all();
+    }
 }
 
 impl Inner {
@@ -294,6 +344,8 @@ impl PartitionLog {
     /// its last checkpoint, and everything from the first torn or corrupt frame on is cut.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<Self, StorageError> {
         let config = config.sanitized();
+        // glommio opens directories by absolute path only (a relative one fails with EBADF).
+        let dir = &std::path::absolute(dir).map_err(|e| StorageError::io("resolve dir", dir, e))?;
         crate::check_direct_io(dir).await?;
         // Listing a directory has no io_uring form; this runs once per partition at open.
         let mut bases = Vec::new();
@@ -515,6 +567,8 @@ impl PartitionLog {
             dir: dir.to_path_buf(),
             inner: RefCell::new(inner),
             io_lock: Semaphore::new(1),
+            flushing: Cell::new(false),
+            flush_done: Event::default(),
         })
     }
 
@@ -670,7 +724,8 @@ impl PartitionLog {
     }
 
     /// Makes everything appended before this call durable (write + fdatasync). Concurrent
-    /// callers share one fdatasync: whoever holds the lock flushes all that is pending.
+    /// callers share fdatasyncs: while one flush runs, others wait for it to finish rather
+    /// than queue for the lock, then one of them flushes everything appended meanwhile.
     pub async fn flush(&self) -> Result<LogEnd, StorageError> {
         let target = self.end().next_raft_index;
         loop {
@@ -678,10 +733,16 @@ impl PartitionLog {
             if durable.next_raft_index >= target {
                 return Ok(durable);
             }
-            let _permit = self.lock().await?;
-            if self.durable_end().next_raft_index < target {
-                self.flush_locked().await?;
+            if self.flushing.get() {
+                self.flush_done.wait().await;
+                continue;
             }
+            let _permit = self.lock().await?;
+            if self.durable_end().next_raft_index >= target {
+                continue;
+            }
+            let _flushing = FlushingGuard::new(self);
+            self.flush_locked().await?;
         }
     }
 

@@ -367,3 +367,29 @@ fn hard_state_survives_reopen_and_keeps_last_value() {
         assert_eq!(v.as_deref(), Some(&b"term=1"[..]));
     });
 }
+
+#[test]
+fn concurrent_append_and_flush_share_fdatasyncs() {
+    run(|dir| async move {
+        let log = std::rc::Rc::new(open(&dir, small_config()).await);
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    let a = log.append(&batch(1, i, b"v"), Term(1)).await.unwrap();
+                    let durable = log.flush().await.unwrap();
+                    assert!(durable.next_offset > a.base_offset);
+                    durable.next_offset
+                })
+            })
+            .collect();
+        let mut ends = Vec::new();
+        for t in tasks {
+            ends.push(t.await);
+        }
+        ends.sort();
+        ends.dedup();
+        // Each distinct durable end is one fdatasync: 32 producers must not cost 32 syncs.
+        assert!(ends.len() <= 4, "{} fdatasyncs for 32 concurrent flushes: {ends:?}", ends.len());
+    });
+}
