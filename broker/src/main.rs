@@ -123,6 +123,10 @@ fn load_config(args: StartArgs) -> Result<Config, config::ConfigError> {
         c.node_id = v;
     }
     c.validate()?;
+    // Storage opens directories by absolute path; resolve `./sluice-data` once, here.
+    c.data_dir = std::path::absolute(&c.data_dir).map_err(|e| {
+        config::ConfigError::Invalid(format!("data dir {}: {e}", c.data_dir.display()))
+    })?;
     Ok(c)
 }
 
@@ -205,14 +209,14 @@ fn run(config: Arc<Config>) -> i32 {
     code
 }
 
-fn shard_main(
+async fn shard_main(
     id: usize,
     config: Arc<Config>,
     peers: Vec<flume::Sender<Job>>,
     jobs: flume::Receiver<Job>,
     control: flume::Receiver<Control>,
-) -> impl std::future::Future<Output = ()> {
-    async move {
+) {
+    {
         let shard = Shard::new(
             id,
             config.clone(),
@@ -291,6 +295,7 @@ fn start_listener(shard: &Rc<Shard>) -> bool {
             return false;
         }
     };
+    shard.start_retention();
     let s = shard.clone();
     glommio::spawn_local(async move {
         loop {

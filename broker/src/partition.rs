@@ -10,7 +10,6 @@ use glommio::sync::Semaphore;
 use sluice_protocol::ResponseError;
 use sluice_storage::{BatchHeader, LogConfig, Offset, PartitionLog, StorageError, Term};
 use tracing::warn;
-use uuid::Uuid;
 
 /// Batches per producer whose sequence numbers are remembered for duplicate detection;
 /// Kafka's `max.in.flight.requests.per.connection` with idempotence is at most 5.
@@ -51,7 +50,6 @@ pub struct Watermarks {
 
 pub struct Partition {
     pub topic: String,
-    pub topic_id: Uuid,
     pub index: i32,
     pub log: PartitionLog,
     producers: RefCell<HashMap<i64, ProducerState>>,
@@ -83,7 +81,6 @@ impl Partition {
     pub async fn open(
         dir: &std::path::Path,
         topic: String,
-        topic_id: Uuid,
         index: i32,
         config: LogConfig,
         log_append_time: bool,
@@ -92,7 +89,6 @@ impl Partition {
         let hw = log.durable_end().next_offset.0;
         let p = Rc::new(Partition {
             topic,
-            topic_id,
             index,
             log,
             producers: RefCell::new(HashMap::new()),
@@ -317,7 +313,8 @@ impl Partition {
     }
 }
 
-/// Splits a produce request's records into whole batches; a torn or empty set is refused.
+/// Splits a produce request's records into whole batches; a torn or empty set, or more than
+/// one batch, is refused.
 fn split_batches(records: &Bytes) -> Result<Vec<&[u8]>, ResponseError> {
     let mut out = Vec::new();
     let mut rest = &records[..];
@@ -330,10 +327,12 @@ fn split_batches(records: &Bytes) -> Result<Vec<&[u8]>, ResponseError> {
         out.push(b);
         rest = r;
     }
-    if out.is_empty() {
-        return Err(ResponseError::CorruptMessage);
+    match out.len() {
+        0 => Err(ResponseError::CorruptMessage),
+        1 => Ok(out),
+        // Produce v3+ carries exactly one batch per partition; Kafka refuses more.
+        _ => Err(ResponseError::InvalidRecord),
     }
-    Ok(out)
 }
 
 /// For `message.timestamp.type=LogAppendTime`: the broker sets the batch's max timestamp

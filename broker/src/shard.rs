@@ -271,7 +271,7 @@ impl Shard {
     async fn open_partition(&self, t: &Topic, p: i32) {
         let dir = partition_dir(&self.config.data_dir, &t.name, p);
         let config = self.config.log_config(&t.configs);
-        match Partition::open(&dir, t.name.clone(), t.id, p, config, log_append_time(t)).await {
+        match Partition::open(&dir, t.name.clone(), p, config, log_append_time(t)).await {
             Ok(part) => {
                 self.partitions.borrow_mut().insert((t.id, p), part);
             }
@@ -315,4 +315,49 @@ fn log_append_time(t: &Topic) -> bool {
     t.configs
         .get("message.timestamp.type")
         .is_some_and(|v| v == "LogAppendTime")
+}
+
+impl Shard {
+    /// Applies `retention.ms` / `retention.bytes` to this shard's partitions every
+    /// `log.retention.check.interval.ms`, on a low-share task queue so it never competes
+    /// with produce and fetch.
+    pub fn start_retention(self: &Rc<Self>) {
+        let tq = glommio::executor().create_task_queue(
+            glommio::Shares::Static(50),
+            glommio::Latency::NotImportant,
+            "retention",
+        );
+        let s = self.clone();
+        let every =
+            std::time::Duration::from_millis(s.config.log_retention_check_interval_ms.max(1));
+        let spawned = glommio::spawn_local_into(
+            async move {
+                while !s.shutting_down.get() {
+                    glommio::timer::sleep(every).await;
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    for p in s.local_partitions() {
+                        match p.log.apply_retention(now).await {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments")
+                            }
+                            Err(e) => {
+                                warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                            }
+                        }
+                        glommio::yield_if_needed().await;
+                    }
+                }
+            },
+            tq,
+        );
+        match spawned {
+            Ok(t) => {
+                t.detach();
+            }
+            Err(e) => warn!(error = %e, "cannot start the retention task"),
+        }
+    }
 }

@@ -11,6 +11,9 @@ use sluice_protocol::kafka_protocol::messages::{BrokerId, MetadataRequest, Metad
 use sluice_protocol::{ResponseError, VersionRange};
 use uuid::Uuid;
 
+use super::admin::{
+    AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_AUTHORIZED_OPERATIONS, TOPIC_AUTHORIZED_OPERATIONS,
+};
 use super::{str_bytes, topic_name};
 use crate::metadata::{MetadataImage, Topic};
 use crate::partition::LEADER_EPOCH;
@@ -18,9 +21,6 @@ use crate::shard::Shard;
 use crate::topics::plan_create;
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 13);
-
-/// Kafka's "not requested" value for authorized-operations fields.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub async fn handle(s: &Rc<Shard>, r: MetadataRequest, version: i16) -> MetadataResponse {
     let mut image = s.metadata();
@@ -72,14 +72,30 @@ pub async fn handle(s: &Rc<Shard>, r: MetadataRequest, version: i16) -> Metadata
     resp.brokers = vec![broker];
     resp.cluster_id = Some(str_bytes(&image.cluster_id));
     resp.controller_id = BrokerId(s.config.node_id);
-    resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    // Without ACLs everything is allowed; clients that ask (kafka-python) get real bits.
+    resp.cluster_authorized_operations = if r.include_cluster_authorized_operations {
+        CLUSTER_AUTHORIZED_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+    let topic_ops = if r.include_topic_authorized_operations {
+        TOPIC_AUTHORIZED_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     resp.topics = match requested {
-        None => image.topics.values().map(|t| topic_entry(s, t)).collect(),
+        None => image
+            .topics
+            .values()
+            .map(|t| topic_entry(s, t, topic_ops))
+            .collect(),
         Some(req) => req
             .into_iter()
             .map(|(name, id)| {
-                lookup(&image, name.as_deref(), id)
-                    .map_or_else(|e| missing_entry(name, id, e), |t| topic_entry(s, t))
+                lookup(&image, name.as_deref(), id).map_or_else(
+                    |e| missing_entry(name, id, e),
+                    |t| topic_entry(s, t, topic_ops),
+                )
             })
             .collect(),
     };
@@ -107,13 +123,13 @@ fn missing_entry(name: Option<String>, id: Uuid, e: ResponseError) -> MetadataRe
     t
 }
 
-fn topic_entry(s: &Shard, topic: &Topic) -> MetadataResponseTopic {
+fn topic_entry(s: &Shard, topic: &Topic, authorized_operations: i32) -> MetadataResponseTopic {
     let node = BrokerId(s.config.node_id);
     let mut t = MetadataResponseTopic::default();
     t.name = Some(topic_name(&topic.name));
     t.topic_id = topic.id;
     t.is_internal = topic.name.starts_with("__");
-    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t.topic_authorized_operations = authorized_operations;
     t.partitions = (0..topic.partitions)
         .map(|i| {
             let mut p = MetadataResponsePartition::default();

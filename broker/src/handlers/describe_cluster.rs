@@ -1,0 +1,54 @@
+//! DescribeCluster: the cluster id, this node as controller, and the one broker at its
+//! advertised address.
+
+use std::rc::Rc;
+
+use sluice_protocol::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use sluice_protocol::kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse,
+};
+use sluice_protocol::{ResponseError, VersionRange};
+
+use super::admin::{AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_AUTHORIZED_OPERATIONS};
+use super::str_bytes;
+use crate::shard::Shard;
+
+pub const VERSIONS: VersionRange = VersionRange::new(0, 2);
+
+/// `endpoint_type` of broker listeners (v1+); 2 asks for controllers.
+const ENDPOINT_BROKERS: i8 = 1;
+
+pub async fn handle(
+    s: &Rc<Shard>,
+    r: DescribeClusterRequest,
+    version: i16,
+) -> DescribeClusterResponse {
+    let mut resp = DescribeClusterResponse::default();
+    resp.endpoint_type = ENDPOINT_BROKERS;
+    if version >= 1 && r.endpoint_type != ENDPOINT_BROKERS {
+        resp.error_code = ResponseError::MismatchedEndpointType.code();
+        resp.error_message = Some(str_bytes(
+            "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of \
+             type CONTROLLER",
+        ));
+        return resp;
+    }
+    let image = s.metadata();
+    let (host, port) = s.config.advertised();
+    let node = BrokerId(s.config.node_id);
+    resp.cluster_id = str_bytes(&image.cluster_id);
+    resp.controller_id = node;
+    let mut b = DescribeClusterBroker::default();
+    b.broker_id = node;
+    b.host = str_bytes(&host);
+    b.port = port;
+    b.rack = None;
+    b.is_fenced = false;
+    resp.brokers = vec![b];
+    resp.cluster_authorized_operations = if r.include_cluster_authorized_operations {
+        CLUSTER_AUTHORIZED_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+    resp
+}
