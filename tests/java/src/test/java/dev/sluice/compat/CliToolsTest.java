@@ -1,0 +1,158 @@
+package dev.sluice.compat;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.TreeSet;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Collectors;
+
+import org.junit.jupiter.api.MethodOrderer;
+import org.junit.jupiter.api.Order;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestInstance;
+import org.junit.jupiter.api.TestMethodOrder;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Test 5: the Kafka command-line tools (kafka-topics, kafka-console-producer,
+ * kafka-console-consumer) from the kafka-tools jar, each run as a child JVM on the test
+ * classpath (their main methods call System.exit).
+ */
+@ExtendWith(Broker.class)
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+@TestMethodOrder(MethodOrderer.OrderAnnotation.class)
+class CliToolsTest {
+
+    private static final String TOPICS = "org.apache.kafka.tools.TopicCommand";
+    private static final String CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer";
+    private static final String CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer";
+    private static final int LINES = 100;
+
+    private final String topic = Clients.uniqueTopic("compat-cli");
+
+    @TempDir
+    Path tmp;
+
+    record Result(int exitCode, String stdout, String stderr) {
+        List<String> lines() {
+            return stdout.lines().collect(Collectors.toList());
+        }
+
+        @Override
+        public String toString() {
+            return "exit " + exitCode + "\n--- stdout ---\n" + stdout + "\n--- stderr ---\n" + stderr;
+        }
+    }
+
+    @Test
+    @Order(1)
+    void kafkaTopicsCreateListDescribe() throws Exception {
+        Result create = tool(TOPICS, null, 60, "--bootstrap-server", Broker.bootstrap(),
+                "--create", "--topic", topic, "--partitions", "3", "--replication-factor", "1",
+                "--config", "retention.ms=86400000");
+        assertEquals(0, create.exitCode(), () -> "kafka-topics --create: " + create);
+        assertTrue(create.stdout().contains("Created topic " + topic), () -> "kafka-topics --create: " + create);
+
+        Result list = tool(TOPICS, null, 60, "--bootstrap-server", Broker.bootstrap(), "--list");
+        assertEquals(0, list.exitCode(), () -> "kafka-topics --list: " + list);
+        assertTrue(list.lines().contains(topic), () -> "kafka-topics --list shows " + topic + ": " + list);
+
+        Result describe = tool(TOPICS, null, 60, "--bootstrap-server", Broker.bootstrap(),
+                "--describe", "--topic", topic);
+        assertEquals(0, describe.exitCode(), () -> "kafka-topics --describe: " + describe);
+        String out = describe.stdout();
+        assertTrue(out.contains("Topic: " + topic), () -> "kafka-topics --describe: " + describe);
+        assertTrue(out.contains("PartitionCount: 3"), () -> "kafka-topics --describe: " + describe);
+        assertTrue(out.contains("ReplicationFactor: 1"), () -> "kafka-topics --describe: " + describe);
+        assertTrue(out.contains("retention.ms=86400000"), () -> "kafka-topics --describe: " + describe);
+        for (int p = 0; p < 3; p++) {
+            int part = p;
+            assertTrue(out.lines().anyMatch(l -> l.contains("Partition: " + part + "\t") && l.contains("Leader: ")),
+                    () -> "kafka-topics --describe lists partition " + part + ": " + describe);
+        }
+    }
+
+    @Test
+    @Order(2)
+    void consoleProducerThenConsoleConsumer() throws Exception {
+        Clients.awaitPartitionsReady(topic, 3); // see Clients.awaitPartitionsReady
+        List<String> lines = new ArrayList<>();
+        for (int i = 0; i < LINES; i++) {
+            lines.add("key-" + i + ":cli line " + i + " \u00e9\u00e8 \u2713");
+        }
+        Path input = tmp.resolve("input.txt");
+        Files.write(input, lines, StandardCharsets.UTF_8);
+
+        Result produce = tool(CONSOLE_PRODUCER, input, 60, "--bootstrap-server", Broker.bootstrap(),
+                "--topic", topic,
+                "--reader-property", "parse.key=true", "--reader-property", "key.separator=:");
+        assertEquals(0, produce.exitCode(), () -> "kafka-console-producer: " + produce);
+
+        // Assign mode (--partition): consumer groups are a later issue, and without --partition
+        // the console consumer joins a group. It stops after --timeout-ms without new records.
+        List<String> got = new ArrayList<>();
+        int processed = 0;
+        for (int p = 0; p < 3; p++) {
+            Result consume = tool(CONSOLE_CONSUMER, null, 90, "--bootstrap-server", Broker.bootstrap(),
+                    "--topic", topic, "--partition", Integer.toString(p), "--offset", "earliest",
+                    "--timeout-ms", "5000",
+                    "--formatter-property", "print.key=true", "--formatter-property", "key.separator=:");
+            assertEquals(0, consume.exitCode(), () -> "kafka-console-consumer: " + consume);
+            consume.lines().stream().filter(l -> l.startsWith("key-")).forEach(got::add);
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("Processed a total of (\\d+) messages")
+                    .matcher(consume.stderr());
+            assertTrue(m.find(), () -> "kafka-console-consumer summary: " + consume);
+            processed += Integer.parseInt(m.group(1));
+        }
+        assertEquals(LINES, got.size(), "kafka-console-consumer printed every record once");
+        assertEquals(new TreeSet<>(lines), new TreeSet<>(got), "records read back by kafka-console-consumer");
+        assertEquals(LINES, processed, "kafka-console-consumer summaries add up");
+    }
+
+    /** Runs a Kafka tool main class in a child JVM with the test classpath; bounded by {@code timeoutS}. */
+    private Result tool(String mainClass, Path stdin, long timeoutS, String... args) throws IOException, InterruptedException {
+        List<String> cmd = new ArrayList<>();
+        cmd.add(Paths.get(System.getProperty("java.home"), "bin", "java").toString());
+        cmd.add("-Xmx256m");
+        cmd.add("-XX:TieredStopAtLevel=1");
+        cmd.add("-Dfile.encoding=UTF-8");
+        cmd.add("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn");
+        cmd.add("-cp");
+        cmd.add(System.getProperty("java.class.path"));
+        cmd.add(mainClass);
+        cmd.addAll(Arrays.asList(args));
+        String name = mainClass.substring(mainClass.lastIndexOf('.') + 1) + "-" + System.nanoTime();
+        Path out = tmp.resolve(name + ".out");
+        Path err = tmp.resolve(name + ".err");
+        ProcessBuilder pb = new ProcessBuilder(cmd)
+                .redirectOutput(out.toFile())
+                .redirectError(err.toFile());
+        if (stdin != null) {
+            pb.redirectInput(stdin.toFile());
+        }
+        Process p = pb.start();
+        if (stdin == null) {
+            p.getOutputStream().close(); // empty stdin
+        }
+        if (!p.waitFor(timeoutS, TimeUnit.SECONDS)) {
+            p.destroyForcibly();
+            p.waitFor(10, TimeUnit.SECONDS);
+            fail(mainClass + " did not finish within " + timeoutS + " s.\n--- stdout ---\n"
+                    + Files.readString(out, StandardCharsets.UTF_8) + "\n--- stderr ---\n"
+                    + Files.readString(err, StandardCharsets.UTF_8));
+        }
+        return new Result(p.exitValue(), Files.readString(out, StandardCharsets.UTF_8),
+                Files.readString(err, StandardCharsets.UTF_8));
+    }
+}
