@@ -13,9 +13,9 @@
 //! segment must roll or too much is unflushed.
 
 use std::cell::{Cell, RefCell};
-use std::task::{Poll, Waker};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::task::{Poll, Waker};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;

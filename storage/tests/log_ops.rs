@@ -390,6 +390,10 @@ fn concurrent_append_and_flush_share_fdatasyncs() {
         ends.sort();
         ends.dedup();
         // Each distinct durable end is one fdatasync: 32 producers must not cost 32 syncs.
-        assert!(ends.len() <= 4, "{} fdatasyncs for 32 concurrent flushes: {ends:?}", ends.len());
+        assert!(
+            ends.len() <= 4,
+            "{} fdatasyncs for 32 concurrent flushes: {ends:?}",
+            ends.len()
+        );
     });
 }

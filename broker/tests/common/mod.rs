@@ -360,6 +360,20 @@ impl Broker {
         s.trim().parse().ok()
     }
 
+    /// The JVM is not our child: whoever reaps it may be slow, and kafka.sh refuses to start
+    /// while the pid in kafka.pid (even a zombie) exists.
+    /// Also waits until nothing accepts on the port any more: a zombie thread-group leader
+    /// can show while other JVM threads still hold the sockets.
+    fn forget_kafka_pid(&self) {
+        let _ = std::fs::remove_file(self.root().join("kafka").join("kafka.pid"));
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline
+            && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn require_lifecycle(&self, what: &str) {
         assert!(
             !self.is_external(),
@@ -382,6 +396,7 @@ impl Broker {
                 if let Some(pid) = self.kafka_pid() {
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     wait_pid_gone(pid, STOP_TIMEOUT);
+                    self.forget_kafka_pid();
                 }
             }
             Backend::External => unreachable!(),
@@ -425,6 +440,7 @@ impl Broker {
                         wait_pid_gone(pid, STOP_TIMEOUT),
                         "Kafka did not stop within {STOP_TIMEOUT:?} of SIGTERM"
                     );
+                    self.forget_kafka_pid();
                 }
                 None
             }
