@@ -54,7 +54,11 @@ fn crash_and_check(stop: Stop) {
         eprintln!("SKIPPED: {stop:?} needs a broker the harness starts (SLUICE_BOOTSTRAP is set)");
         return;
     }
-    let broker = Broker::start();
+    // Both shard layouts are covered: one shard for kill -9, two for SIGTERM.
+    let broker = Broker::start_cores(match stop {
+        Stop::Kill9 => 1,
+        Stop::Sigterm => 2,
+    });
     let bs = broker.bootstrap().to_string();
     let topic = unique_name(&format!("durable-{stop:?}").to_lowercase());
     create_topic(&bs, &topic, PARTS, &[]);
