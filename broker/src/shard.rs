@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use glommio::sync::Semaphore;
 use sluice_protocol::{ResponseError, VersionTable};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -108,13 +108,19 @@ impl Shard {
                 let _ = tx.send(f(s).await);
             })
         });
-        self.peers[target]
-            .send_async(job)
-            .await
-            .unwrap_or_else(|_| panic!("shard {target} stopped while shard {} runs", self.id));
-        rx.recv_async()
-            .await
-            .unwrap_or_else(|_| panic!("shard {target} dropped a job"))
+        // A peer only goes away at shutdown, after draining; a request still waiting on it
+        // then never completes, and this executor stops with it.
+        if self.peers[target].send_async(job).await.is_err() {
+            debug!(target, "shard stopped; abandoning a cross-shard call");
+            return futures_lite::future::pending().await;
+        }
+        match rx.recv_async().await {
+            Ok(r) => r,
+            Err(_) => {
+                debug!(target, "shard stopped before answering a cross-shard call");
+                futures_lite::future::pending().await
+            }
+        }
     }
 
     pub fn metadata(&self) -> Arc<MetadataImage> {
