@@ -4,7 +4,7 @@
 //! directory and kills it when dropped. Two environment variables change what it runs:
 //!
 //! - `SLUICE_BOOTSTRAP=host:port`: use an already running broker (Sluice or Apache Kafka);
-//!   nothing is started, and tests that need to kill or restart the broker skip themselves.
+//!   nothing is started, and tests that need to kill or restart the broker fail, saying to unset it.
 //! - `SLUICE_TEST_KAFKA_SH=path/to/benches/kafka/kafka.sh`: run a real one-node Apache Kafka
 //!   through that script instead of `sluice`, with the same lifecycle (kill -9, SIGTERM,
 //!   restart on the same data dir). Used to check the tests themselves against Kafka.
