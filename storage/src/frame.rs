@@ -29,24 +29,36 @@ impl FrameHeader {
     }
 }
 
-/// Writes header + payload into `out`.
+/// Writes header + payload into `out`, letting `patch` edit the payload in place before the
+/// CRC is taken (the log sets the batch's base offset and epoch there), so the payload is
+/// copied once.
 pub fn encode(
     out: &mut Vec<u8>,
     raft_index: RaftIndex,
     term: Term,
     kind: EntryKind,
     payload: &[u8],
-) {
+    patch: impl FnOnce(&mut [u8]),
+) -> FrameHeader {
     let start = out.len();
     out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&raft_index.0.to_le_bytes());
     out.extend_from_slice(&term.0.to_le_bytes());
-    out.extend_from_slice(&[kind.to_byte(), 0, 0, 0]);
-    let mut crc = crc32c::crc32c(&out[start..start + CRC_AT]);
-    crc = crc32c::crc32c_append(crc, payload);
-    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&[kind.to_byte(), 0, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(payload);
+    patch(&mut out[start + FRAME_HEADER_BYTES..]);
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&out[start..start + CRC_AT]),
+        &out[start + FRAME_HEADER_BYTES..],
+    );
+    out[start + CRC_AT..start + FRAME_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+    FrameHeader {
+        payload_len: payload.len() as u32,
+        raft_index,
+        term,
+        kind,
+    }
 }
 
 /// Outcome of looking at the bytes where a frame should start.
@@ -102,10 +114,18 @@ mod tests {
     #[test]
     fn round_trip_and_defects() {
         let mut v = Vec::new();
-        encode(&mut v, RaftIndex(7), Term(3), EntryKind::Data, b"hello");
+        let h0 = encode(
+            &mut v,
+            RaftIndex(7),
+            Term(3),
+            EntryKind::Data,
+            b"hello",
+            |_| {},
+        );
         let Decoded::Frame(h) = decode(&v, 100) else {
             panic!("frame expected")
         };
+        assert_eq!(h, h0);
         assert_eq!(h.raft_index, RaftIndex(7));
         assert_eq!(h.term, Term(3));
         assert_eq!(h.frame_len(), v.len());

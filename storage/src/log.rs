@@ -624,22 +624,21 @@ impl PartitionLog {
         let mut inner = self.inner.borrow_mut();
         let end = inner.end();
         let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + batch.len());
-        let mut payload = batch.to_vec();
         let epoch = term.0.min(i32::MAX as u64) as i32;
-        batch::set_base_offset_and_epoch(&mut payload, end.next_offset.0, epoch);
-        frame::encode(
+        let h = frame::encode(
             &mut frame,
             end.next_raft_index,
             term,
             EntryKind::Data,
-            &payload,
+            batch,
+            |payload| batch::set_base_offset_and_epoch(payload, end.next_offset.0, epoch),
         );
         let appended = Appended {
             base_offset: end.next_offset,
             last_offset: Offset(end.next_offset.0 + header.offset_count() - 1),
             raft_index: end.next_raft_index,
         };
-        Self::push_frame(&mut inner, frame, end.next_offset);
+        Self::push_frame(&mut inner, h, frame, end.next_offset);
         Ok(appended)
     }
 
@@ -661,23 +660,21 @@ impl PartitionLog {
         let mut inner = self.inner.borrow_mut();
         let end = inner.end();
         let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
-        frame::encode(
+        let h = frame::encode(
             &mut frame,
             end.next_raft_index,
             term,
             EntryKind::Internal,
             payload,
+            |_| {},
         );
-        Self::push_frame(&mut inner, frame, end.next_offset);
+        Self::push_frame(&mut inner, h, frame, end.next_offset);
         Ok(end.next_raft_index)
     }
 
-    fn push_frame(inner: &mut Inner, frame: Vec<u8>, next: Offset) {
-        let frame = Bytes::from(frame);
-        let frame::Decoded::Frame(h) = frame::decode(&frame, usize::MAX) else {
-            unreachable!("a frame just encoded decodes");
-        };
-        let f = StoredFrame::from_frame(h, frame, next).expect("a frame just encoded has a header");
+    fn push_frame(inner: &mut Inner, h: frame::FrameHeader, frame: Vec<u8>, next: Offset) {
+        let f = StoredFrame::from_frame(h, Bytes::from(frame), next)
+            .expect("a validated batch has a header");
         let interval = inner.config.index_interval_bytes;
         inner.tail.extend_from_slice(&f.frame);
         let active = inner.active_mut();
