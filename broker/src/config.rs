@@ -66,6 +66,15 @@ pub struct Config {
     pub log_retention_check_interval_ms: u64,
     #[serde(rename = "log.index.interval.bytes")]
     pub log_index_interval_bytes: u64,
+    #[serde(rename = "offsets.topic.num.partitions")]
+    pub offsets_topic_num_partitions: i32,
+    #[serde(rename = "group.initial.rebalance.delay.ms")]
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Members per group. Kafka's default is unbounded; a bound keeps a group's memory finite.
+    #[serde(rename = "group.max.size")]
+    pub group_max_size: usize,
+    #[serde(rename = "offsets.retention.minutes")]
+    pub offsets_retention_minutes: u64,
 }
 
 impl Default for Config {
@@ -89,6 +98,10 @@ impl Default for Config {
             log_retention_bytes: -1,
             log_retention_check_interval_ms: 5 * 60 * 1000,
             log_index_interval_bytes: log.index_interval_bytes,
+            offsets_topic_num_partitions: 50,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_max_size: 1_000,
+            offsets_retention_minutes: 7 * 24 * 60,
         }
     }
 }
@@ -122,6 +135,16 @@ impl Config {
         }
         if self.num_partitions < 1 || self.num_partitions > MAX_PARTITIONS_PER_TOPIC {
             return Err(ConfigError::Invalid("num.partitions out of range".into()));
+        }
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&self.offsets_topic_num_partitions) {
+            return Err(ConfigError::Invalid(
+                "offsets.topic.num.partitions out of range".into(),
+            ));
+        }
+        if self.group_max_size == 0 {
+            return Err(ConfigError::Invalid(
+                "group.max.size must be at least 1".into(),
+            ));
         }
         if self.cores == Some(0) {
             return Err(ConfigError::Invalid("cores must be at least 1".into()));

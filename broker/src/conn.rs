@@ -79,7 +79,7 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
                 debug!(peer = ?peer, api = ?req.api_key, version = req.api_version, "request");
                 let s = shard.clone();
                 glommio::spawn_local(async move {
-                    let response = handlers::handle(s, req).await;
+                    let response = handlers::handle(s, req, peer).await;
                     drop(permit);
                     response
                 })

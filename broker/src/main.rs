@@ -8,6 +8,7 @@
 mod admin_http;
 mod config;
 mod conn;
+mod groups;
 mod handlers;
 mod metadata;
 mod partition;
@@ -268,6 +269,29 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
     let image = store.image();
     shard.set_meta_store(store);
     shard.broadcast_image(image).await;
+    // The consumer-group coordinator's internal topic, created on first start.
+    let partitions = config.offsets_topic_num_partitions;
+    let created = shard
+        .update_metadata(move |img| {
+            if img.topic(groups::OFFSETS_TOPIC).is_some() {
+                return Ok(Vec::new());
+            }
+            let configs = [("cleanup.policy".to_string(), "compact".to_string())].into();
+            topics::plan_create(img, groups::OFFSETS_TOPIC, partitions, 1, configs).map(|r| vec![r])
+        })
+        .await;
+    if let Err(e) = created {
+        error!(error = ?e, "cannot create the consumer offsets topic");
+        return false;
+    }
+    for target in 0..shard.count {
+        shard
+            .run_on(target, |s| async move {
+                s.load_groups().await;
+                s.start_group_sweeper();
+            })
+            .await;
+    }
     for target in 0..shard.count {
         let ok = shard
             .run_on(target, |s| async move { start_listener(&s) })

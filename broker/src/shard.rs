@@ -56,6 +56,8 @@ pub struct Shard {
     meta_store: RefCell<Option<MetadataStore>>,
     meta_lock: Semaphore,
     pub shutting_down: Cell<bool>,
+    /// Consumer groups whose `__consumer_offsets` partition this shard owns.
+    pub groups: crate::groups::Coordinator,
 }
 
 impl Shard {
@@ -78,6 +80,7 @@ impl Shard {
             meta_store: RefCell::new(None),
             meta_lock: Semaphore::new(1),
             shutting_down: Cell::new(false),
+            groups: crate::groups::Coordinator::default(),
         })
     }
 
@@ -365,5 +368,84 @@ impl Shard {
             }
             Err(e) => warn!(error = %e, "cannot start the retention task"),
         }
+    }
+}
+
+impl Shard {
+    pub fn group_limits(&self) -> crate::groups::Limits {
+        crate::groups::Limits {
+            initial_rebalance_delay: std::time::Duration::from_millis(
+                self.config.group_initial_rebalance_delay_ms,
+            ),
+            group_max_size: self.config.group_max_size,
+        }
+    }
+
+    /// Runs `f` on the shard coordinating `group`, with that group's `__consumer_offsets`
+    /// partition.
+    pub async fn with_group<R, F, Fut>(
+        self: &Rc<Self>,
+        group: &str,
+        f: F,
+    ) -> Result<R, ResponseError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>, Rc<Partition>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        let image = self.metadata();
+        let t = image
+            .topic(crate::groups::OFFSETS_TOPIC)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let partition = crate::groups::partition_for(group, t.partitions);
+        let id = t.id;
+        let owner = self.owner_of(&id, partition);
+        self.run_on(owner, move |s| async move {
+            match s.local_partition(&id, partition) {
+                Some(p) => Ok(f(s.clone(), p).await),
+                None => Err(ResponseError::CoordinatorNotAvailable),
+            }
+        })
+        .await
+    }
+
+    /// Loads group state from the `__consumer_offsets` partitions this shard owns.
+    pub async fn load_groups(&self) {
+        let image = self.metadata();
+        let Some(t) = image.topic(crate::groups::OFFSETS_TOPIC) else {
+            return;
+        };
+        for p in 0..t.partitions {
+            if let Some(part) = self.local_partition(&t.id, p) {
+                self.groups.load(&part).await;
+            }
+        }
+    }
+
+    /// Session timeouts, due rebalances and offset expiry, every `SWEEP_INTERVAL`.
+    pub fn start_group_sweeper(self: &Rc<Self>) {
+        let s = self.clone();
+        glommio::spawn_local(async move {
+            let retention = std::time::Duration::from_secs(
+                s.config.offsets_retention_minutes.saturating_mul(60),
+            );
+            while !s.shutting_down.get() {
+                glommio::timer::sleep(crate::groups::SWEEP_INTERVAL).await;
+                let expired = s.groups.sweep(&s.group_limits(), retention);
+                for (group, keys) in expired {
+                    let records: Vec<_> = keys.into_iter().map(|(t, p)| (t, p, None)).collect();
+                    let batch = crate::groups::offset_records(&group, &records);
+                    let r = s
+                        .with_group(&group.clone(), move |_, p| async move {
+                            p.produce(batch, -1, 0).await
+                        })
+                        .await;
+                    if !matches!(r, Ok(Ok(_))) {
+                        warn!(%group, "could not write expired-offset tombstones");
+                    }
+                }
+            }
+        })
+        .detach();
     }
 }

@@ -18,19 +18,30 @@ mod admin;
 mod alter_configs;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod describe_log_dirs;
 mod describe_topic_partitions;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 
 /// ApiVersions v0–v4: v3+ is flexible; kafka-protocol 0.18 does not know v5, which newer
 /// clients try first and then retry lower after our UNSUPPORTED_VERSION answer.
@@ -64,6 +75,17 @@ pub const ROUTES: &[(ApiKey, VersionRange)] = &[
         ApiKey::DescribeTopicPartitions,
         describe_topic_partitions::VERSIONS,
     ),
+    (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
+    (ApiKey::JoinGroup, join_group::VERSIONS),
+    (ApiKey::SyncGroup, sync_group::VERSIONS),
+    (ApiKey::Heartbeat, heartbeat::VERSIONS),
+    (ApiKey::LeaveGroup, leave_group::VERSIONS),
+    (ApiKey::OffsetCommit, offset_commit::VERSIONS),
+    (ApiKey::OffsetFetch, offset_fetch::VERSIONS),
+    (ApiKey::ListGroups, list_groups::VERSIONS),
+    (ApiKey::DescribeGroups, describe_groups::VERSIONS),
+    (ApiKey::DeleteGroups, delete_groups::VERSIONS),
+    (ApiKey::OffsetDelete, offset_delete::VERSIONS),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -71,7 +93,11 @@ pub fn version_table() -> VersionTable {
 }
 
 /// Runs one request; `None` means no response is sent (Produce with acks=0).
-pub async fn handle(s: Rc<Shard>, req: Request) -> Option<Bytes> {
+pub async fn handle(
+    s: Rc<Shard>,
+    req: Request,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<Bytes> {
     let version = req.api_version;
     let correlation_id = req.correlation_id();
     let response = match req.body {
@@ -119,6 +145,39 @@ pub async fn handle(s: Rc<Shard>, req: Request) -> Option<Bytes> {
         }
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(&s, r).await)
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(&s, r, version).await)
+        }
+        RequestKind::JoinGroup(r) => {
+            let client_id = req
+                .header
+                .client_id
+                .as_ref()
+                .map_or_else(String::new, |c| c.as_str().to_string());
+            let host = peer.map_or_else(String::new, |p| format!("/{}", p.ip()));
+            ResponseKind::JoinGroup(join_group::handle(&s, r, version, client_id, host).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(&s, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(&s, r).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(leave_group::handle(&s, r, version).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(&s, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offset_fetch::handle(&s, r, version).await)
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(&s, r).await),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(&s, r).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(&s, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(&s, r).await)
         }
         other => {
             // Decoding only admits APIs in ROUTES, so this is a routing bug.

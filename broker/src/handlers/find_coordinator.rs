@@ -1,0 +1,69 @@
+//! FindCoordinator: on one node every group's coordinator is this broker (its
+//! `__consumer_offsets` partition lives here). Transaction coordinators come with transactions.
+
+use std::rc::Rc;
+
+use sluice_protocol::kafka_protocol::messages::find_coordinator_response::Coordinator;
+use sluice_protocol::kafka_protocol::messages::{
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse,
+};
+use sluice_protocol::kafka_protocol::protocol::StrBytes;
+use sluice_protocol::{ResponseError, VersionRange};
+
+use super::str_bytes;
+use crate::groups::OFFSETS_TOPIC;
+use crate::shard::Shard;
+
+pub const VERSIONS: VersionRange = VersionRange::new(0, 6);
+/// v4+ batches several keys in one request.
+const BATCHED_VERSION: i16 = 4;
+const KEY_TYPE_GROUP: i8 = 0;
+
+pub async fn handle(
+    s: &Rc<Shard>,
+    r: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let (host, port) = s.config.advertised();
+    let ready = s.metadata().topic(OFFSETS_TOPIC).is_some();
+    let keys: Vec<StrBytes> = if version >= BATCHED_VERSION {
+        r.coordinator_keys
+    } else {
+        vec![r.key]
+    };
+    let coordinators: Vec<Coordinator> = keys
+        .into_iter()
+        .map(|key| {
+            let mut c = Coordinator::default();
+            c.key = key;
+            let error = if r.key_type != KEY_TYPE_GROUP || !ready {
+                Some(ResponseError::CoordinatorNotAvailable)
+            } else {
+                None
+            };
+            match error {
+                Some(e) => {
+                    c.error_code = e.code();
+                    c.node_id = BrokerId(-1);
+                    c.port = -1;
+                }
+                None => {
+                    c.node_id = BrokerId(s.config.node_id);
+                    c.host = str_bytes(&host);
+                    c.port = port;
+                }
+            }
+            c
+        })
+        .collect();
+    let mut resp = FindCoordinatorResponse::default();
+    if version >= BATCHED_VERSION {
+        resp.coordinators = coordinators;
+    } else if let Some(c) = coordinators.into_iter().next() {
+        resp.error_code = c.error_code;
+        resp.node_id = c.node_id;
+        resp.host = c.host;
+        resp.port = c.port;
+    }
+    resp
+}
