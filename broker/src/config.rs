@@ -192,7 +192,12 @@ impl Config {
     /// The storage config of a topic: its overrides over the broker defaults.
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
         let get = |k: &str| overrides.get(k).and_then(|v| v.parse::<i64>().ok());
-        let retention = |v: i64| (v >= 0).then_some(v as u64);
+        // Compaction is not implemented yet, so a compact-only topic (`__consumer_offsets`
+        // among them) keeps everything: deleting by age would lose the latest value of a key.
+        let compact_only = overrides
+            .get("cleanup.policy")
+            .is_some_and(|p| p.contains("compact") && !p.contains("delete"));
+        let retention = |v: i64| (v >= 0 && !compact_only).then_some(v as u64);
         LogConfig {
             max_batch_bytes: get("max.message.bytes")
                 .map_or(self.message_max_bytes, |v| v.max(0) as usize),
@@ -244,4 +249,28 @@ pub fn valid_topic_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_only_topics_are_never_deleted_by_retention() {
+        let c = Config::default();
+        let compact: BTreeMap<String, String> =
+            [("cleanup.policy".to_string(), "compact".to_string())].into();
+        let lc = c.log_config(&compact);
+        assert_eq!((lc.retention_ms, lc.retention_bytes), (None, None));
+        let both: BTreeMap<String, String> = [
+            ("cleanup.policy".to_string(), "compact,delete".to_string()),
+            ("retention.ms".to_string(), "1000".to_string()),
+        ]
+        .into();
+        assert_eq!(c.log_config(&both).retention_ms, Some(1000));
+        assert_eq!(
+            c.log_config(&BTreeMap::new()).retention_ms,
+            Some(7 * 24 * 3600 * 1000)
+        );
+    }
 }
