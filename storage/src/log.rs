@@ -485,9 +485,11 @@ impl PartitionLog {
         // A start checkpoint past the recovered end means unflushed data below a durable
         // DeleteRecords was lost: restart the log empty at that start, as Kafka does, so
         // offsets clients saw never go backwards.
-        let recovered_end = segments.last().map(|s| s.summary.next_offset);
-        if let (Some(s), Some(end)) = (saved_start, recovered_end) {
-            if s.offset > end {
+        let recovered_end = segments
+            .last()
+            .map(|s| (s.summary.next_offset, s.summary.next_raft_index));
+        if let (Some(s), Some((end, end_raft))) = (saved_start, recovered_end) {
+            if s.offset > end || s.raft_index > end_raft {
                 warn!(dir = %dir.display(), start = s.offset.0, end = end.0,
                     "log start is past the recovered end; the log restarts empty at its start");
                 for seg in segments.drain(..).rev() {
