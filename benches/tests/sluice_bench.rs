@@ -123,6 +123,35 @@ fn check_summary(s: &Value, what: &str) {
     assert!(s["mean_us"].as_f64().is_some(), "{what}: no mean");
 }
 
+/// The `floors` object and the per-target ratio to the fdatasync floor: structure only.
+fn check_floors(r: &Value, t: &Value, stdout: &str) {
+    let f = &r["floors"];
+    assert!(f.is_object(), "no floors object: {r}");
+    assert!(f["dir"].as_str().is_some(), "floors.dir: {f}");
+    assert_eq!(u(f, &["message_size"]), u(r, &["workload", "message_size"]));
+    assert!(u(f, &["write_bytes"]) >= u(f, &["message_size"]));
+    assert_eq!(
+        u(f, &["write_bytes"]) % 4096,
+        0,
+        "unaligned O_DIRECT writes"
+    );
+    assert_eq!(u(f, &["tcp_rtt_bytes"]), 64);
+    check_summary(&f["tcp_rtt"], "floors.tcp_rtt");
+    assert_eq!(u(f, &["tcp_rtt", "count"]), 50);
+    assert!(stdout.contains("floor"), "{stdout}");
+    // A disk without O_DIRECT is reported as an error instead of numbers.
+    if f["fdatasync"].is_null() {
+        assert!(f["fdatasync_error"].as_str().is_some(), "floors: {f}");
+        assert!(t["produce_ack_p99_9_over_fdatasync_p99_9"].is_null());
+    } else {
+        check_summary(&f["fdatasync"], "floors.fdatasync");
+        assert_eq!(u(f, &["fdatasync", "count"]), 50);
+        let x = t["produce_ack_p99_9_over_fdatasync_p99_9"].as_f64();
+        assert!(x.is_some_and(|x| x > 0.0), "no ratio to the floor: {t}");
+        assert!(stdout.contains("fdatasync floor"), "{stdout}");
+    }
+}
+
 #[test]
 fn smoke_run_against_sluice_yields_a_well_formed_result() {
     let bin = sluice_bin();
@@ -151,6 +180,10 @@ fn smoke_run_against_sluice_yields_a_well_formed_result() {
         .arg(&workload)
         .args(["--duration", "3", "--warmup", "0.5", "--rate", "100"])
         .args(["--drain-timeout", "20"])
+        // --json turns the floors on; few samples keep the test fast. The fdatasync floor
+        // writes under the target directory (a real disk), not /tmp (maybe tmpfs).
+        .args(["--floor-samples", "50", "--floor-dir"])
+        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("sluice-bench-floor"))
         .arg("--target")
         .arg(format!("sluice={addr}"))
         .arg("--broker-pid")
@@ -201,6 +234,8 @@ fn smoke_run_against_sluice_yields_a_well_formed_result() {
     check_summary(&rounds[0]["produce_ack"], "round produce_ack");
     check_summary(&rounds[0]["end_to_end"], "round end_to_end");
     assert!(r["machine"]["bench_cpus_allowed"].as_str().is_some());
+
+    check_floors(&r, t, &stdout);
 
     let svg = std::fs::read_to_string(dir.path().join("plot.svg")).expect("plot written");
     assert!(svg.starts_with("<svg") && svg.contains("sluice"), "bad SVG");

@@ -7,6 +7,7 @@
 //! it. Consumers read every partition from its end with `assign` (no consumer group).
 
 mod findmax;
+mod floors;
 mod plot;
 mod report;
 mod run;
@@ -80,6 +81,20 @@ struct Args {
     find_max_warmup: f64,
     #[arg(long, default_value_t = 500.0)]
     find_max_p99_ms: f64,
+    /// Measure the floors right before the targets run: O_DIRECT pwrite + fdatasync at
+    /// the workload's message size in --floor-dir, and a 64 B loopback TCP round trip.
+    /// On by default when --json is given; --no-floors turns it off.
+    #[arg(long, conflicts_with = "no_floors")]
+    floors: bool,
+    #[arg(long)]
+    no_floors: bool,
+    /// The fdatasync floor writes into a fresh subdirectory of this directory (removed
+    /// afterwards). It must be on the brokers' data disk, with O_DIRECT (not tmpfs).
+    #[arg(long, default_value = "target/sluice-bench-floor")]
+    floor_dir: PathBuf,
+    /// Samples of each floor.
+    #[arg(long, default_value_t = 2000)]
+    floor_samples: usize,
     /// Seconds allowed after the window for outstanding acks and consumer reads.
     #[arg(long, default_value_t = 30.0)]
     drain_timeout: f64,
@@ -189,8 +204,9 @@ fn machine() -> Machine {
     Machine {
         hostname: read("/proc/sys/kernel/hostname"),
         kernel: read("/proc/sys/kernel/osrelease"),
-        cpus_online: std::thread::available_parallelism()
-            .map(|n| n.get())
+        // Not available_parallelism(): that honours this process's affinity mask.
+        // SAFETY: sysconf only reads a configuration value.
+        cpus_online: usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) })
             .unwrap_or(0),
         bench_cpus_allowed: cpus_allowed("self").unwrap_or_default(),
         load_average_at_start: read("/proc/loadavg"),
@@ -311,6 +327,8 @@ fn real_main(args: Args) -> BenchResult<()> {
             }
         })
         .collect();
+    let floors = ((args.floors || args.json.is_some()) && !args.no_floors)
+        .then(|| floors::measure(&args.floor_dir, w.message_size, args.floor_samples.max(1)));
     let mut ack_hists: Vec<_> = (0..n).map(|_| new_histogram()).collect();
     let mut e2e_hists: Vec<_> = (0..n).map(|_| new_histogram()).collect();
     let mut bytes = vec![0u64; n];
@@ -401,6 +419,9 @@ fn real_main(args: Args) -> BenchResult<()> {
             .broker_cpu_secs
             .filter(|_| bytes[ti] > 0)
             .map(|c| c / (bytes[ti] as f64 / 1e9));
+        t.produce_ack_p99_9_over_fdatasync_p99_9 = floors
+            .as_ref()
+            .and_then(|f| floors::over_fdatasync_p99_9(f, t.produce_ack.p99_9_us));
     }
     let report = Report {
         tool: "sluice-bench".into(),
@@ -411,6 +432,7 @@ fn real_main(args: Args) -> BenchResult<()> {
         rounds: args.rounds,
         find_max: find_max_opts,
         rate_fraction: args.rate_fraction,
+        floors,
         targets: results,
     };
     print!("{}", report::table(&report));

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::findmax::{FindMaxOpts, Step};
+use crate::floors::Floors;
 use crate::stats::Summary;
 use crate::workload::Workload;
 
@@ -21,6 +22,9 @@ pub struct Report {
     pub find_max: Option<FindMaxOpts>,
     /// The measured rate was this fraction of a maximum found by --find-max.
     pub rate_fraction: Option<f64>,
+    /// Hardware floors measured right before the targets ran (`None`: not measured).
+    #[serde(default)]
+    pub floors: Option<Floors>,
     pub targets: Vec<TargetResult>,
 }
 
@@ -89,6 +93,9 @@ pub struct TargetResult {
     pub broker_cpu_secs: Option<f64>,
     /// Broker CPU seconds per GB (10^9 B) of payload acked during the windows.
     pub broker_cpu_secs_per_gb: Option<f64>,
+    /// produce→ack p99.9 as a multiple of the fdatasync floor's p99.9 (goal ≤ 1.5).
+    #[serde(default)]
+    pub produce_ack_p99_9_over_fdatasync_p99_9: Option<f64>,
     /// Found by --find-max (`None`: not run, or not even the start rate kept up). Only a
     /// lower bound if every step in `find_max_steps` kept up.
     pub max_sustainable_rate_msg_s: Option<f64>,
@@ -178,6 +185,40 @@ pub fn table(r: &Report) -> String {
     for t in &r.targets {
         summary_row(&mut out, &t.name, "produce→ack", &t.produce_ack);
         summary_row(&mut out, &t.name, "end-to-end", &t.end_to_end);
+    }
+    if let Some(f) = &r.floors {
+        let rows = [
+            ("fdatasync", &f.fdatasync, &f.fdatasync_error),
+            ("tcp rtt", &f.tcp_rtt, &f.tcp_rtt_error),
+        ];
+        for (what, s, e) in rows {
+            match (s, e) {
+                (Some(s), _) => summary_row(&mut out, "floor", what, s),
+                (None, e) => {
+                    let _ = writeln!(
+                        out,
+                        "{:<12} {what:<12} not measured: {}",
+                        "floor",
+                        e.as_deref().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "floors, measured just before the targets: O_DIRECT pwrite of {} B ({} B \
+             messages) + fdatasync, one at a time, in {}; loopback TCP round trip of {} B",
+            f.write_bytes, f.message_size, f.dir, f.tcp_rtt_bytes
+        );
+        for t in &r.targets {
+            if let Some(x) = t.produce_ack_p99_9_over_fdatasync_p99_9 {
+                let _ = writeln!(
+                    out,
+                    "{:<12} produce→ack p99.9 = {x:.2}x the fdatasync floor's p99.9 (goal ≤ 1.5x)",
+                    t.name
+                );
+            }
+        }
     }
     let _ = writeln!(out);
     for t in &r.targets {
