@@ -146,3 +146,86 @@ pub(crate) fn set_base_offset_and_epoch(b: &mut [u8], base_offset: u64, epoch: i
     b[0..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
     b[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
+
+/// Bits of `attributes` naming the compression codec (0 = none).
+pub const COMPRESSION_MASK: i16 = 0x07;
+
+/// One record inside a batch's (uncompressed) records section, as compaction needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RecordRef<'a> {
+    /// The whole record, length prefix included, so it can be copied verbatim.
+    pub bytes: &'a [u8],
+    pub offset_delta: i32,
+    /// `None` for a null key.
+    pub key: Option<&'a [u8]>,
+    /// A tombstone: the value is null.
+    pub null_value: bool,
+}
+
+/// Zigzag varint (Kafka's `varint`/`varlong`) at `b[*at..]`; at most 10 bytes.
+fn read_varlong(b: &[u8], at: &mut usize) -> Option<i64> {
+    let mut v: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return Some((v >> 1) as i64 ^ -((v & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Splits an uncompressed records section into records. `None` if it is malformed.
+pub(crate) fn records(b: &[u8]) -> Option<Vec<RecordRef<'_>>> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < b.len() {
+        let start = at;
+        let len = usize::try_from(read_varlong(b, &mut at)?).ok()?;
+        let end = at.checked_add(len).filter(|e| *e <= b.len())?;
+        let body = &b[..end];
+        at += 1; // attributes
+        read_varlong(body, &mut at)?; // timestamp delta
+        let offset_delta = i32::try_from(read_varlong(body, &mut at)?).ok()?;
+        let key_len = read_varlong(body, &mut at)?;
+        let key = if key_len < 0 {
+            None
+        } else {
+            let k_end = at.checked_add(usize::try_from(key_len).ok()?)?;
+            let k = body.get(at..k_end)?;
+            at = k_end;
+            Some(k)
+        };
+        let null_value = read_varlong(body, &mut at)? < 0;
+        out.push(RecordRef {
+            bytes: &b[start..end],
+            offset_delta,
+            key,
+            null_value,
+        });
+        at = end;
+    }
+    Some(out)
+}
+
+/// A copy of `batch` holding only `kept` of its records, uncompressed, with its offsets,
+/// timestamps, producer fields and `lastOffsetDelta` unchanged (so the batch still ends where
+/// it did) and a fresh length and CRC. Zero records is allowed: Kafka keeps such an empty
+/// batch to remember a producer's last sequence.
+pub(crate) fn rebuild(batch: &[u8], kept: &[RecordRef<'_>]) -> Vec<u8> {
+    let len = HEADER_BYTES + kept.iter().map(|r| r.bytes.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&batch[..HEADER_BYTES]);
+    for r in kept {
+        out.extend_from_slice(r.bytes);
+    }
+    let batch_length = (len - LENGTH_PREFIX_BYTES) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = be_i16(batch, 21) & !COMPRESSION_MASK;
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    out[57..61].copy_from_slice(&(kept.len() as i32).to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}

@@ -28,5 +28,7 @@ pub use checkpoint::{HardState, MAX_CHECKPOINT_BYTES};
 pub use config::*;
 pub use direct_io::check_direct_io;
 pub use error::StorageError;
-pub use log::{Appended, Entry, LogEnd, LogStart, PartitionLog};
+pub use log::{
+    Appended, CompactionOptions, CompactionStats, Decompress, Entry, LogEnd, LogStart, PartitionLog,
+};
 pub use types::{EntryKind, Offset, RaftIndex, Term};

@@ -32,6 +32,9 @@ use crate::index;
 use crate::segment::{scan, segment_path, ScanEnd, ScanRange, Segment, StoredFrame};
 use crate::types::{EntryKind, Offset, RaftIndex, Term};
 
+mod compact;
+pub use compact::{CompactionOptions, CompactionStats, Decompress};
+
 /// Direct-I/O write unit. Writes are whole blocks at block-aligned positions.
 const BLOCK_BYTES: u64 = 4096;
 const START_CHECKPOINT_FILE: &str = "log-start";
@@ -357,6 +360,8 @@ impl PartitionLog {
                 match (stem.parse::<u64>(), ext) {
                     (Ok(b), "log") if stem.len() == 20 => bases.push(Offset(b)),
                     (Ok(b), "index" | "timeindex") => index_files.push((Offset(b), entry.path())),
+                    // A compaction cut short by a crash: the original segment is intact.
+                    (Ok(_), compact::CLEANED_EXT) => remove_if_present(&entry.path()).await?,
                     _ => {}
                 }
             }
@@ -377,6 +382,18 @@ impl PartitionLog {
         let mut cut_from: Option<usize> = None;
         for (i, &base) in bases.iter().enumerate() {
             let path = segment_path(dir, base, "log");
+            if segments
+                .last()
+                .is_some_and(|p| base < p.summary.next_offset)
+            {
+                // Compaction merged it into the segment before and a crash came before the
+                // merged-away file was deleted; its entries are all in that segment.
+                info!(dir = %dir.display(), segment = base.0, "removing a segment a compaction merged away");
+                remove_if_present(&segment_path(dir, base, "index")).await?;
+                remove_if_present(&segment_path(dir, base, "timeindex")).await?;
+                remove_if_present(&path).await?;
+                continue;
+            }
             let file = Segment::open_file(&path, false).await?;
             let file_size = file
                 .file_size()
@@ -429,6 +446,7 @@ impl PartitionLog {
                         end: file_size,
                         next,
                         expected_raft: expected,
+                        allow_gaps: !is_last,
                     },
                     max_payload,
                     |_, f| {
@@ -856,7 +874,7 @@ impl PartitionLog {
                 }
                 return Ok(());
             }
-            let (file, path, end, max_payload) = {
+            let (file, path, end, max_payload, sealed) = {
                 let inner = self.inner.borrow();
                 let Some(s) = inner.segments.get(c.segment) else {
                     return Ok(());
@@ -866,6 +884,7 @@ impl PartitionLog {
                     s.path.clone(),
                     s.written,
                     inner.max_payload(),
+                    c.segment + 1 < inner.segments.len(),
                 )
             };
             let mut last = None;
@@ -878,6 +897,7 @@ impl PartitionLog {
                     end,
                     next: c.offset,
                     expected_raft: Some(c.raft),
+                    allow_gaps: sealed,
                 },
                 max_payload,
                 |pos, f| {

@@ -68,6 +68,8 @@ pub(crate) struct Segment {
     pub written: u64,
     /// Wall-clock ms of the first append, for `segment.ms`.
     pub first_append_ms: Option<u64>,
+    /// A compaction pass has seen this (sealed) segment since it was opened or sealed.
+    pub clean: bool,
 }
 
 impl Segment {
@@ -104,6 +106,7 @@ impl Segment {
             bytes_since_index: 0,
             written: 0,
             first_append_ms: None,
+            clean: false,
         }
     }
 
@@ -158,6 +161,9 @@ pub(crate) struct ScanRange {
     pub end: u64,
     pub next: Offset,
     pub expected_raft: Option<RaftIndex>,
+    /// Raft indexes may skip forward (a sealed segment that compaction rewrote). The active
+    /// segment is never compacted and is scanned strictly, so a stale frame there still ends it.
+    pub allow_gaps: bool,
 }
 
 /// Reads frames of `file` from `pos` up to `end`, calling `visit` with each one in order.
@@ -175,6 +181,7 @@ pub(crate) async fn scan(
         end,
         mut next,
         mut expected_raft,
+        allow_gaps,
     } = range;
     let mut buf = Bytes::new();
     let mut buf_pos = pos;
@@ -185,7 +192,9 @@ pub(crate) async fn scan(
             Decoded::Frame(h) => {
                 let len = h.frame_len();
                 let frame_bytes = buf.slice(at..at + len);
-                if expected_raft.is_some_and(|r| r != h.raft_index) {
+                let continues =
+                    |r: RaftIndex| h.raft_index == r || (allow_gaps && h.raft_index > r);
+                if expected_raft.is_some_and(|r| !continues(r)) {
                     return Ok(ScanEnd::Invalid {
                         position: pos,
                         reason: "raft index does not continue the log",
