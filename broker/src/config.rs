@@ -75,6 +75,24 @@ pub struct Config {
     pub group_max_size: usize,
     #[serde(rename = "offsets.retention.minutes")]
     pub offsets_retention_minutes: u64,
+    /// `segment.bytes` of the consumer-offsets topic when it is created.
+    #[serde(rename = "offsets.topic.segment.bytes")]
+    pub offsets_topic_segment_bytes: u64,
+    #[serde(rename = "log.cleaner.enable")]
+    pub log_cleaner_enable: bool,
+    /// Pause between two looks of a shard's cleaner at its compacted partitions.
+    #[serde(rename = "log.cleaner.backoff.ms")]
+    pub log_cleaner_backoff_ms: u64,
+    /// Default `min.cleanable.dirty.ratio`.
+    #[serde(rename = "log.cleaner.min.cleanable.ratio")]
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// Default `delete.retention.ms`: how long tombstones outlive their key.
+    #[serde(rename = "log.cleaner.delete.retention.ms")]
+    pub log_cleaner_delete_retention_ms: u64,
+    /// Memory bound of one compaction pass's key map (Kafka shares it among cleaner threads;
+    /// here each pass runs alone on its shard).
+    #[serde(rename = "log.cleaner.dedupe.buffer.size")]
+    pub log_cleaner_dedupe_buffer_size: usize,
 }
 
 impl Default for Config {
@@ -102,6 +120,12 @@ impl Default for Config {
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: 1_000,
             offsets_retention_minutes: 7 * 24 * 60,
+            offsets_topic_segment_bytes: 100 << 20,
+            log_cleaner_enable: true,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_delete_retention_ms: 24 * 3600 * 1000,
+            log_cleaner_dedupe_buffer_size: 128 << 20,
         }
     }
 }
@@ -186,14 +210,22 @@ impl Config {
         m.insert("message.timestamp.type".into(), "CreateTime".into());
         m.insert("min.insync.replicas".into(), "1".into());
         m.insert("compression.type".into(), "producer".into());
+        m.insert(
+            "delete.retention.ms".into(),
+            self.log_cleaner_delete_retention_ms.to_string(),
+        );
+        m.insert(
+            "min.cleanable.dirty.ratio".into(),
+            self.log_cleaner_min_cleanable_ratio.to_string(),
+        );
         m
     }
 
     /// The storage config of a topic: its overrides over the broker defaults.
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
         let get = |k: &str| overrides.get(k).and_then(|v| v.parse::<i64>().ok());
-        // Compaction is not implemented yet, so a compact-only topic (`__consumer_offsets`
-        // among them) keeps everything: deleting by age would lose the latest value of a key.
+        // A compact-only topic (`__consumer_offsets` among them) is never cut by age or size,
+        // as in Kafka: that would lose the latest value of a key. The cleaner compacts it.
         let compact_only = overrides
             .get("cleanup.policy")
             .is_some_and(|p| p.contains("compact") && !p.contains("delete"));
@@ -221,6 +253,11 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
     };
     match key {
         "retention.ms" | "retention.bytes" => int(-1),
+        "delete.retention.ms" => int(0),
+        "min.cleanable.dirty.ratio" => match value.parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => Err("min.cleanable.dirty.ratio must be a number in [0, 1]".into()),
+        },
         "segment.bytes" => int(sluice_storage::SEGMENT_BYTES_MIN as i64),
         "segment.ms" | "index.interval.bytes" | "max.message.bytes" => int(1),
         "min.insync.replicas" => int(1),

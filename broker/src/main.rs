@@ -6,6 +6,7 @@
 //! `sluice-storage` through `PartitionLog`, and to the wire through `sluice-protocol`.
 
 mod admin_http;
+mod cleaner;
 mod config;
 mod conn;
 mod groups;
@@ -271,12 +272,17 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
     shard.broadcast_image(image).await;
     // The consumer-group coordinator's internal topic, created on first start.
     let partitions = config.offsets_topic_num_partitions;
+    let segment_bytes = config.offsets_topic_segment_bytes;
     let created = shard
         .update_metadata(move |img| {
             if img.topic(groups::OFFSETS_TOPIC).is_some() {
                 return Ok(Vec::new());
             }
-            let configs = [("cleanup.policy".to_string(), "compact".to_string())].into();
+            let configs = [
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("segment.bytes".to_string(), segment_bytes.to_string()),
+            ]
+            .into();
             topics::plan_create(img, groups::OFFSETS_TOPIC, partitions, 1, configs).map(|r| vec![r])
         })
         .await;
@@ -320,6 +326,7 @@ fn start_listener(shard: &Rc<Shard>) -> bool {
         }
     };
     shard.start_retention();
+    cleaner::start(shard);
     let s = shard.clone();
     glommio::spawn_local(async move {
         loop {

@@ -29,6 +29,7 @@ pub const TYPE_BOOLEAN: i8 = 1;
 pub const TYPE_STRING: i8 = 2;
 pub const TYPE_INT: i8 = 3;
 pub const TYPE_LONG: i8 = 5;
+pub const TYPE_DOUBLE: i8 = 6;
 pub const TYPE_LIST: i8 = 7;
 
 /// Kafka's "not requested" value for authorized-operations fields.
@@ -59,9 +60,14 @@ pub const LIST_TOPIC_CONFIGS: &[&str] = &["cleanup.policy"];
 const TOPIC_TO_BROKER_KEY: &[(&str, &str)] = &[
     ("cleanup.policy", "log.cleanup.policy"),
     ("compression.type", "compression.type"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
     ("index.interval.bytes", "log.index.interval.bytes"),
     ("max.message.bytes", "message.max.bytes"),
     ("message.timestamp.type", "log.message.timestamp.type"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
     ("min.insync.replicas", "min.insync.replicas"),
     ("retention.bytes", "log.retention.bytes"),
     ("retention.ms", "log.retention.ms"),
@@ -81,7 +87,8 @@ pub fn broker_key_of(topic_key: &str) -> Option<&'static str> {
 pub fn topic_config_type(key: &str) -> i8 {
     match key {
         "cleanup.policy" => TYPE_LIST,
-        "retention.ms" | "retention.bytes" | "segment.ms" => TYPE_LONG,
+        "retention.ms" | "retention.bytes" | "segment.ms" | "delete.retention.ms" => TYPE_LONG,
+        "min.cleanable.dirty.ratio" => TYPE_DOUBLE,
         "segment.bytes" | "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" => {
             TYPE_INT
         }
