@@ -9,7 +9,7 @@
 //! relayed to each member unchanged.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -145,6 +145,22 @@ pub struct Group {
 }
 
 impl Group {
+    /// Topics the members of a consumer-protocol group subscribe to, from their metadata for
+    /// the chosen protocol; `None` when that cannot be known (another protocol type, or
+    /// metadata that does not decode), in which case the group counts as using everything.
+    pub fn subscribed_topics(&self) -> Option<HashSet<String>> {
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return None;
+        }
+        let protocol = self.protocol.as_deref()?;
+        let mut topics = HashSet::new();
+        for (_, m) in self.by_id.values() {
+            let (_, meta) = m.protocols.iter().find(|(n, _)| n == protocol)?;
+            topics.extend(subscription_topics(meta)?);
+        }
+        Some(topics)
+    }
+
     /// Kafka's static-membership check: a request naming an instance id that now belongs to
     /// another member id comes from a fenced (replaced) member.
     fn check_instance(
@@ -984,6 +1000,25 @@ pub fn group_record(group: &str, protocol_type: Option<Option<String>>) -> Bytes
     )])
 }
 
+/// The topics of a ConsumerProtocolSubscription (every version starts with a version and the
+/// topic array, never flexible).
+fn subscription_topics(meta: &[u8]) -> Option<Vec<String>> {
+    let mut b = meta.get(2..)?;
+    let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        let (head, rest) = (b.get(..n)?, b.get(n..)?);
+        *b = rest;
+        Some(head.to_vec())
+    };
+    let count = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+    // Each name takes at least its 2-byte length, so a hostile count can't over-allocate.
+    let mut topics = Vec::with_capacity((count.max(0) as usize).min(b.len() / 2));
+    for _ in 0..count.max(0) {
+        let len = i16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?);
+        topics.push(String::from_utf8(take(&mut b, usize::try_from(len).ok()?)?).ok()?);
+    }
+    Some(topics)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1016,5 +1051,24 @@ mod tests {
         let h = sluice_storage::parse_header(&b).unwrap();
         assert_eq!(h.records_count, 2);
         assert_eq!(sluice_storage::batch_len(&b), Some(b.len() as i64));
+    }
+
+    #[test]
+    fn subscription_topics_decode_and_refuse_garbage() {
+        // version 1, ["a", "bc"], then user data and more (ignored).
+        let meta = [0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c', 0, 0, 0, 0];
+        assert_eq!(
+            super::subscription_topics(&meta),
+            Some(vec!["a".to_string(), "bc".to_string()])
+        );
+        assert_eq!(super::subscription_topics(&meta[..9]), None);
+        assert_eq!(
+            super::subscription_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff]),
+            None
+        );
+        assert_eq!(
+            super::subscription_topics(&[0, 1, 0, 0, 0, 1, 0xff, 0xff]),
+            None
+        );
     }
 }

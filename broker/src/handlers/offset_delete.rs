@@ -1,7 +1,9 @@
-//! OffsetDelete: removes a group's committed offsets for some partitions. Refused with
-//! GROUP_SUBSCRIBED_TO_TOPIC while the group has members (a simplification of Kafka, which
-//! checks the members' subscriptions).
+//! OffsetDelete: removes a group's committed offsets for some partitions. As in Kafka, an
+//! empty group loses any of them; a consumer group with members keeps (with
+//! GROUP_SUBSCRIBED_TO_TOPIC) those of topics its members subscribe to; any other group with
+//! members refuses with NON_EMPTY_GROUP.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use sluice_protocol::kafka_protocol::messages::offset_delete_response::{
@@ -29,40 +31,54 @@ pub async fn handle(s: &Rc<Shard>, r: OffsetDeleteRequest) -> OffsetDeleteRespon
     let g = group.clone();
     let result = s
         .with_group(&group, move |sh, p| async move {
-            {
+            let subscribed = {
                 let groups = sh.groups.groups.borrow();
                 let grp = groups.get(&g).ok_or(ResponseError::GroupIdNotFound)?;
-                if grp.state != State::Empty {
-                    return Err(ResponseError::GroupSubscribedToTopic);
+                match grp.state {
+                    State::Empty => HashSet::new(),
+                    _ => grp
+                        .subscribed_topics()
+                        .ok_or(ResponseError::NonEmptyGroup)?,
+                }
+            };
+            let deletable: Vec<(String, i32)> = keys
+                .into_iter()
+                .filter(|(t, _)| !subscribed.contains(t))
+                .collect();
+            if !deletable.is_empty() {
+                let tombstones: Vec<_> = deletable
+                    .iter()
+                    .map(|(t, p)| (t.clone(), *p, None))
+                    .collect();
+                p.produce(offset_records(&g, &tombstones), -1, 0).await?;
+                if let Some(grp) = sh.groups.groups.borrow_mut().get_mut(&g) {
+                    for k in &deletable {
+                        grp.offsets.remove(k);
+                    }
                 }
             }
-            let tombstones: Vec<_> = keys.iter().map(|(t, p)| (t.clone(), *p, None)).collect();
-            p.produce(offset_records(&g, &tombstones), -1, 0).await?;
-            if let Some(grp) = sh.groups.groups.borrow_mut().get_mut(&g) {
-                for k in &keys {
-                    grp.offsets.remove(k);
-                }
-            }
-            Ok(())
+            Ok(subscribed)
         })
         .await
         .and_then(|r| r);
     let mut resp = OffsetDeleteResponse::default();
-    let per_partition = match result {
-        Err(e @ ResponseError::GroupIdNotFound) => {
+    let subscribed = match result {
+        Ok(s) => s,
+        Err(e) => {
             resp.error_code = e.code();
             return resp;
         }
-        Err(e) => Some(e),
-        Ok(()) => None,
     };
     for t in r.topics {
         let mut tr = OffsetDeleteResponseTopic::default();
+        let subscribed_topic = subscribed.contains(t.name.0.as_str());
         tr.name = t.name;
         for p in t.partitions {
             let mut pr = OffsetDeleteResponsePartition::default();
             pr.partition_index = p.partition_index;
-            pr.error_code = per_partition.map_or(0, |e| e.code());
+            if subscribed_topic {
+                pr.error_code = ResponseError::GroupSubscribedToTopic.code();
+            }
             tr.partitions.push(pr);
         }
         resp.topics.push(tr);

@@ -158,6 +158,16 @@ class GroupAdminTest {
             assertEquals(Map.of(tps.get(2), 7L), offsets(both.get(other)), "multi-group fetch, " + other);
             assertEquals("other-meta", both.get(other).get(tps.get(2)).metadata(), "metadata of " + other);
 
+            // An active group may drop offsets of a topic it is not subscribed to (Kafka checks
+            // the members' subscriptions, not just whether the group has members).
+            String unsubscribed = topic + "-unsubscribed";
+            admin.createTopics(List.of(new NewTopic(unsubscribed, 1, (short) 1))).all().get(T, TimeUnit.SECONDS);
+            TopicPartition unsubscribedTp = new TopicPartition(unsubscribed, 0);
+            c.commitSync(Map.of(unsubscribedTp, new OffsetAndMetadata(0)), Duration.ofSeconds(T));
+            assertTrue(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(T, TimeUnit.SECONDS)
+                    .containsKey(unsubscribedTp), "commit of an unsubscribed topic's partition");
+            admin.deleteConsumerGroupOffsets(group, Set.of(unsubscribedTp)).all().get(T, TimeUnit.SECONDS);
+
             // What an active group refuses.
             assertCause(UnknownMemberIdException.class, () -> admin.alterConsumerGroupOffsets(group,
                     Map.of(tps.get(0), new OffsetAndMetadata(0))).all().get(T, TimeUnit.SECONDS),
