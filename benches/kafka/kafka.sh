@@ -81,10 +81,11 @@ cmd_fetch() {
 # ---------------------------------------------------------------- start
 
 cmd_start() {
-    local port="" dir="" profile="default" heap="1g"
+    local port="" dir="" profile="default" heap="1g" extra=()
     while [[ $# -gt 0 ]]; do
         case "$1" in
             --port) port="$2"; shift 2 ;;
+            --set) [[ "$2" == *=* ]] || die "--set needs KEY=VALUE"; extra+=("$2"); shift 2 ;;
             --data-dir) dir="$2"; shift 2 ;;
             --profile) profile="$2"; shift 2 ;;
             --heap) heap="$2"; shift 2 ;;
@@ -145,6 +146,10 @@ EOF
     if [[ "$profile" == fsync ]]; then
         echo "log.flush.interval.messages=1" >>"$props"
     fi
+    # Later lines win in a properties file, so --set overrides anything above.
+    for kv in "${extra[@]}"; do
+        echo "$kv" >>"$props"
+    done
 
     local java cp
     java="$(java_cmd)"

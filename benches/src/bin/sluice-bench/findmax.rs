@@ -114,10 +114,17 @@ pub fn find_max(
     for _ in 0..o.max_steps.max(1) {
         if try_rate(rate, &mut steps)? {
             good = Some(rate);
+            if bad.is_some() {
+                break;
+            }
             rate *= o.factor;
         } else {
             bad = Some(rate);
-            break;
+            if good.is_some() {
+                break;
+            }
+            // Even the start rate is too much: step down until a rate holds.
+            rate /= o.factor;
         }
     }
     if let (Some(mut lo), Some(mut hi)) = (good, bad) {

@@ -55,6 +55,7 @@ struct Args {
     /// from --find-max-start by --find-max-factor until a target cannot keep up (a
     /// producer falls behind its schedule, errors, < 95 % of the rate acked, consumers
     /// fall behind, or p99 over --find-max-p99-ms), then bisect --find-max-refine times.
+    /// If the start rate already fails, it steps down instead.
     #[arg(long)]
     find_max: bool,
     /// Measure at this fraction of the maximum found (of the --rate-from target); needs
