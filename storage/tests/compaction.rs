@@ -6,108 +6,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{fix_crc, run, small_config};
-use sluice_storage::{
-    parse_header, CompactionOptions, LogConfig, Offset, PartitionLog, Term, BATCH_HEADER_BYTES,
-};
+use common::{keyed_batch, read_all, run, small_config};
+use sluice_storage::{parse_header, CompactionOptions, LogConfig, Offset, PartitionLog, Term};
 
 const NOW_MS: u64 = 1_800_000_000_000;
 const DAY_MS: u64 = 24 * 3600 * 1000;
-
-fn varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        let b = (z & 0x7f) as u8;
-        z >>= 7;
-        if z == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-/// An uncompressed batch of keyed records (`None` value = tombstone) from producer `pid`.
-fn keyed_batch(records: &[(&str, Option<&str>)], ts: i64, pid: i64, seq: i32) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (i, (k, v)) in records.iter().enumerate() {
-        let mut r = Vec::new();
-        r.push(0); // attributes
-        varint(&mut r, 0); // timestamp delta
-        varint(&mut r, i as i64);
-        varint(&mut r, k.len() as i64);
-        r.extend_from_slice(k.as_bytes());
-        match v {
-            Some(v) => {
-                varint(&mut r, v.len() as i64);
-                r.extend_from_slice(v.as_bytes());
-            }
-            None => varint(&mut r, -1),
-        }
-        varint(&mut r, 0); // headers
-        varint(&mut body, r.len() as i64);
-        body.extend_from_slice(&r);
-    }
-    let mut b = common::batch(records.len() as i32, ts, &body);
-    b[43..51].copy_from_slice(&pid.to_be_bytes());
-    b[51..53].copy_from_slice(&0i16.to_be_bytes());
-    b[53..57].copy_from_slice(&seq.to_be_bytes());
-    fix_crc(&mut b);
-    b
-}
-
-fn read_varint(b: &[u8], at: &mut usize) -> i64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    loop {
-        let byte = b[*at];
-        *at += 1;
-        v |= ((byte & 0x7f) as u64) << shift;
-        if byte & 0x80 == 0 {
-            return (v >> 1) as i64 ^ -((v & 1) as i64);
-        }
-        shift += 7;
-    }
-}
-
-/// Every record as (offset, key, value), in log order, checking each batch's CRC.
-async fn read_all(log: &PartitionLog) -> Vec<(u64, String, Option<String>)> {
-    let mut out = Vec::new();
-    let mut from = log.start().offset;
-    let end = log.end().next_offset;
-    while from < end {
-        let batches = log.read(from, 1 << 20, end).await.expect("read");
-        assert!(!batches.is_empty(), "no batch at {from:?} below {end:?}");
-        for b in &batches {
-            let h = parse_header(b).expect("header");
-            let crc = u32::from_be_bytes(b[17..21].try_into().unwrap());
-            assert_eq!(
-                crc,
-                crc32c::crc32c(&b[21..]),
-                "batch CRC at {}",
-                h.base_offset
-            );
-            let mut at = BATCH_HEADER_BYTES;
-            for _ in 0..h.records_count {
-                let len = read_varint(b, &mut at) as usize;
-                let end = at + len;
-                at += 1;
-                read_varint(b, &mut at);
-                let delta = read_varint(b, &mut at);
-                let kl = read_varint(b, &mut at) as usize;
-                let k = String::from_utf8(b[at..at + kl].to_vec()).unwrap();
-                at += kl;
-                let vl = read_varint(b, &mut at);
-                let v =
-                    (vl >= 0).then(|| String::from_utf8(b[at..at + vl as usize].to_vec()).unwrap());
-                out.push((h.base_offset as u64 + delta as u64, k, v));
-                at = end;
-            }
-            from = Offset(h.base_offset as u64 + h.last_offset_delta as u64 + 1);
-        }
-    }
-    out
-}
 
 fn latest(records: &[(u64, String, Option<String>)]) -> BTreeMap<String, (u64, Option<String>)> {
     records
