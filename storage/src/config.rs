@@ -19,6 +19,12 @@ pub const CACHE_BYTES_DEFAULT: usize = 8 << 20;
 pub const MAX_UNFLUSHED_BYTES_DEFAULT: usize = 16 << 20;
 /// Smallest read issued against a segment file; reading less costs the same I/O round trip.
 pub const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Zeroed bytes kept written ahead of the active segment's data, so a flush overwrites
+/// blocks already inside the file instead of extending it. ext4 completes a direct write
+/// that extends the file synchronously, which makes io_uring hand every append to a kernel
+/// worker thread competing with the shard for its core; an overwrite is issued inline.
+/// Capped at a quarter of `segment.bytes` for small segments.
+pub const PREALLOCATE_BYTES: u64 = 1 << 20;
 /// Largest opaque payload of a Raft-internal entry.
 pub const MAX_INTERNAL_ENTRY_BYTES: usize = 1 << 20;
 

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use crate::batch;
 use crate::checkpoint::Checkpoint;
-use crate::config::{LogConfig, MAX_INTERNAL_ENTRY_BYTES};
+use crate::config::{LogConfig, MAX_INTERNAL_ENTRY_BYTES, PREALLOCATE_BYTES, READ_CHUNK_BYTES};
 use crate::error::StorageError;
 use crate::frame::{self, FRAME_HEADER_BYTES};
 use crate::index;
@@ -120,6 +120,8 @@ struct Inner {
     tail_start: u64,
     /// Bytes of the active segment covered by the last fdatasync.
     durable_size: u64,
+    /// The active segment's file length: data, then zeros written ahead (`PREALLOCATE_BYTES`).
+    prealloc_end: u64,
     durable: LogEnd,
     /// Recent frames, a contiguous suffix of the log. Unflushed frames are always here.
     cache: VecDeque<StoredFrame>,
@@ -285,6 +287,26 @@ async fn write_small_file(path: &Path, data: &[u8]) -> Result<(), StorageError> 
     f.close()
         .await
         .map_err(|e| StorageError::io("close", path, e))
+}
+
+/// Whether bytes `[from, to)` of `file` are all zero.
+async fn all_zero(file: &DmaFile, path: &Path, from: u64, to: u64) -> Result<bool, StorageError> {
+    let mut pos = from;
+    while pos < to {
+        let len = (to - pos).min(READ_CHUNK_BYTES as u64) as usize;
+        let r = file
+            .read_at(pos, len)
+            .await
+            .map_err(|e| StorageError::io("read segment", path, e))?;
+        if r.is_empty() {
+            break;
+        }
+        if r.iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        pos += r.len() as u64;
+    }
+    Ok(true)
 }
 
 async fn remove_if_present(path: &Path) -> Result<(), StorageError> {
@@ -460,15 +482,8 @@ impl PartitionLog {
                 .await?;
                 if let ScanEnd::Invalid { position, reason } = end {
                     let garbage = file_size - position;
-                    let tail_block = file
-                        .read_at(
-                            position,
-                            (align_up(position) - position).min(garbage) as usize,
-                        )
-                        .await
-                        .map_err(|e| StorageError::io("read segment", &path, e))?;
-                    let padding_only = garbage <= align_up(position) - position
-                        && tail_block.iter().all(|b| *b == 0);
+                    // Zeros after the last frame are block padding or preallocation.
+                    let padding_only = all_zero(&file, &path, position, file_size).await?;
                     if !padding_only {
                         warn!(dir = %dir.display(), segment = base.0, position, cut_bytes = garbage, reason,
                             "recovery cut a torn or corrupt tail");
@@ -574,6 +589,7 @@ impl PartitionLog {
             tail,
             tail_start,
             durable_size: size,
+            prealloc_end: align_up(size),
             durable: LogEnd::default(),
             cache: VecDeque::new(),
             cache_bytes: 0,
@@ -786,6 +802,22 @@ impl PartitionLog {
             )
         };
         let want = buf.len();
+        let (prealloc_end, step) = {
+            let inner = self.inner.borrow();
+            let step =
+                align_down(inner.config.segment_bytes / 4).clamp(BLOCK_BYTES, PREALLOCATE_BYTES);
+            (inner.prealloc_end, step)
+        };
+        if pos + want as u64 > prealloc_end {
+            // Extend the file once per `step`, so the data writes in between overwrite.
+            let new_end = align_up(pos + want as u64) + step;
+            let mut zeros = file.alloc_dma_buffer((new_end - prealloc_end) as usize);
+            zeros.as_bytes_mut().fill(0);
+            file.write_at(zeros, prealloc_end)
+                .await
+                .map_err(|e| StorageError::io("preallocate segment", &path, e))?;
+            self.inner.borrow_mut().prealloc_end = new_end;
+        }
         let n = file
             .write_at(buf, pos)
             .await
@@ -816,6 +848,18 @@ impl PartitionLog {
         // The old segment is made whole and durable first, so a sealed segment never has a
         // torn tail and recovery only ever cuts the last one.
         self.flush_locked().await?;
+        {
+            // A sealed segment keeps no preallocated zeros (recovery would read past them
+            // as padding, but they waste space).
+            let (file, path, size) = {
+                let inner = self.inner.borrow();
+                let a = inner.active();
+                (a.file.clone(), a.path.clone(), a.summary.size)
+            };
+            file.truncate(align_up(size))
+                .await
+                .map_err(|e| StorageError::io("truncate segment", &path, e))?;
+        }
         let (sealed_index, base, raft, term) = {
             let inner = self.inner.borrow();
             let a = inner.active();
@@ -843,6 +887,7 @@ impl PartitionLog {
         inner.tail.clear();
         inner.tail_start = 0;
         inner.durable_size = 0;
+        inner.prealloc_end = 0;
         Ok(())
     }
 
@@ -1185,6 +1230,7 @@ impl PartitionLog {
         inner.tail = tail;
         inner.tail_start = tail_start;
         inner.durable_size = cut_pos;
+        inner.prealloc_end = align_up(cut_pos);
         while inner
             .cache
             .back()
