@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::run::{run, RunOutcome};
+use crate::run::{run, settle, RunOutcome};
 use crate::workload::Workload;
 use crate::BenchResult;
 
@@ -24,6 +24,8 @@ pub struct FindMaxOpts {
     pub warmup_secs: f64,
     /// A step fails if produce→ack or end-to-end p99 exceeds this (latency runs away).
     pub max_p99_ms: f64,
+    /// Write back the page cache before each step (see `run::settle`).
+    pub settle: bool,
 }
 
 /// One rate tried.
@@ -90,6 +92,9 @@ pub fn find_max(
         w.rate = rate;
         w.duration_secs = o.duration_secs;
         w.warmup_secs = o.warmup_secs;
+        if o.settle {
+            settle(name);
+        }
         let out = run(bootstrap, topic, &w, drain, &mut |_| {})?;
         let verdict = keeps_up(rate, &out, (o.max_p99_ms * 1000.0) as u64);
         let step = Step {

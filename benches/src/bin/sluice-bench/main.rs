@@ -99,6 +99,12 @@ struct Args {
     /// Seconds allowed after the window for outstanding acks and consumer reads.
     #[arg(long, default_value_t = 30.0)]
     drain_timeout: f64,
+    /// Do not sync(2) the page cache before each run. By default every run (round, target,
+    /// find-max step) starts with the machine's dirty pages written back, so a broker that
+    /// writes through the page cache (Kafka) does not leave its deferred writeback to land
+    /// in the next target's window.
+    #[arg(long)]
+    no_settle: bool,
     #[arg(long)]
     name: Option<String>,
     #[arg(long)]
@@ -275,6 +281,7 @@ fn real_main(args: Args) -> BenchResult<()> {
         duration_secs: args.find_max_duration,
         warmup_secs: args.find_max_warmup,
         max_p99_ms: args.find_max_p99_ms,
+        settle: !args.no_settle,
     });
     if let Some(o) = &find_max_opts {
         if !(o.factor > 1.0 && o.start_rate > 0.0 && o.duration_secs > 0.0) {
@@ -328,8 +335,12 @@ fn real_main(args: Args) -> BenchResult<()> {
             }
         })
         .collect();
-    let floors = ((args.floors || args.json.is_some()) && !args.no_floors)
-        .then(|| floors::measure(&args.floor_dir, w.message_size, args.floor_samples.max(1)));
+    let floors = ((args.floors || args.json.is_some()) && !args.no_floors).then(|| {
+        if !args.no_settle {
+            run::settle("floors");
+        }
+        floors::measure(&args.floor_dir, w.message_size, args.floor_samples.max(1))
+    });
     let mut ack_hists: Vec<_> = (0..n).map(|_| new_histogram()).collect();
     let mut e2e_hists: Vec<_> = (0..n).map(|_| new_histogram()).collect();
     let mut bytes = vec![0u64; n];
@@ -361,6 +372,9 @@ fn real_main(args: Args) -> BenchResult<()> {
                     cpu_used = Some(b - a);
                 }
             };
+            if !args.no_settle {
+                run::settle(name);
+            }
             let o = run::run(bootstrap, &topics[ti], &w, drain, &mut on_window)
                 .map_err(|e| format!("[{name}] round {}: {e}", round + 1))?;
             let secs = o.window.secs();

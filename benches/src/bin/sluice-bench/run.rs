@@ -183,6 +183,19 @@ impl XorShift {
     }
 }
 
+/// Writes back every dirty page of the machine (sync(2)) and says how long it took. A
+/// broker that acknowledges from the page cache leaves its writes to the kernel's flusher;
+/// without this they would compete for the disk in whichever run comes next.
+pub fn settle(name: &str) {
+    let t = Instant::now();
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    let took = t.elapsed();
+    if took > Duration::from_millis(100) {
+        eprintln!("[{name}] settle: sync(2) took {:.1} s", took.as_secs_f64());
+    }
+}
+
 /// Runs `w` against `bootstrap` on `topic` (which must exist). `on_window` is called once
 /// at the start and once at the end of the measured window (for the CPU sampling).
 pub fn run(
