@@ -24,6 +24,9 @@ use crate::BenchResult;
 
 /// Bound on admin and metadata calls.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a run waits for every partition of its topic to have a leader (a broker just
+/// resumed with SIGCONT, or restarted, may need a few seconds).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one run measured.
 pub struct RunOutcome {
@@ -196,6 +199,37 @@ pub fn settle(name: &str) {
     }
 }
 
+/// Every partition of `topic` with its high watermark, once all of them have a leader and
+/// answer; a broker that was just resumed or restarted gets `READY_TIMEOUT` to get there.
+fn partition_ends(probe: &BaseConsumer, topic: &str) -> BenchResult<Vec<(i32, i64)>> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let attempt = || -> BenchResult<Vec<(i32, i64)>> {
+            let md = probe.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
+            let t = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .ok_or_else(|| format!("topic {topic} is not in the metadata"))?;
+            if t.partitions().is_empty() || t.partitions().iter().any(|p| p.leader() < 0) {
+                return Err(format!("topic {topic} has partitions without a leader").into());
+            }
+            t.partitions()
+                .iter()
+                .map(|p| {
+                    let (_, high) = probe.fetch_watermarks(topic, p.id(), CALL_TIMEOUT)?;
+                    Ok((p.id(), high))
+                })
+                .collect()
+        };
+        match attempt() {
+            Ok(ends) => return Ok(ends),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
 /// Runs `w` against `bootstrap` on `topic` (which must exist). `on_window` is called once
 /// at the start and once at the end of the measured window (for the CPU sampling).
 pub fn run(
@@ -210,23 +244,13 @@ pub fn run(
 
     // Consumers first, each assigned its share of the partitions at the current end.
     let probe: BaseConsumer = client_config(bootstrap).create()?;
-    let md = probe.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() {
-        return Err(format!("topic {topic} has no partitions").into());
-    }
-    let mut shares: Vec<TopicPartitionList> = (0..w.consumers.min(partitions.len()))
+    let ends = partition_ends(&probe, topic)?;
+    let mut shares: Vec<TopicPartitionList> = (0..w.consumers.min(ends.len()))
         .map(|_| TopicPartitionList::new())
         .collect();
     let n_shares = shares.len();
-    for (i, p) in partitions.iter().enumerate() {
-        let (_, high) = probe.fetch_watermarks(topic, *p, CALL_TIMEOUT)?;
-        shares[i % n_shares].add_partition_offset(topic, *p, Offset::Offset(high))?;
+    for (i, (p, high)) in ends.iter().enumerate() {
+        shares[i % n_shares].add_partition_offset(topic, *p, Offset::Offset(*high))?;
     }
     drop(probe);
 
