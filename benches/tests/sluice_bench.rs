@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 
 /// Kills the broker however the test ends.
@@ -239,4 +241,21 @@ fn smoke_run_against_sluice_yields_a_well_formed_result() {
 
     let svg = std::fs::read_to_string(dir.path().join("plot.svg")).expect("plot written");
     assert!(svg.starts_with("<svg") && svg.contains("sluice"), "bad SVG");
+
+    // The fresh topic the run created is gone again.
+    let topic = rounds[0]["topic"]
+        .as_str()
+        .expect("round topic")
+        .to_string();
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .expect("metadata client");
+    let md = probe
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    assert!(
+        md.topics().iter().all(|t| t.name() != topic),
+        "topic {topic} was not deleted"
+    );
 }

@@ -105,6 +105,11 @@ struct Args {
     /// in the next target's window.
     #[arg(long)]
     no_settle: bool,
+    /// Keep the topics this invocation created (by default they are deleted at the end, so
+    /// repeated runs at high rates do not fill the brokers' disks). A `--topic` or a
+    /// workload `topic` is never deleted.
+    #[arg(long)]
+    keep_topic: bool,
     #[arg(long)]
     name: Option<String>,
     #[arg(long)]
@@ -257,6 +262,7 @@ fn real_main(args: Args) -> BenchResult<()> {
 
     // One topic per target, created once and reused by every round.
     let mut topics = Vec::new();
+    let mut cleanup = TopicCleanup(Vec::new());
     for (name, bootstrap) in &args.targets {
         let topic = if w.topic.is_empty() {
             format!("sluice-bench-{}-{}", w.name, started / 1000)
@@ -268,6 +274,9 @@ fn real_main(args: Args) -> BenchResult<()> {
             w.partitions
         );
         run::create_topic(bootstrap, &topic, w.partitions).map_err(|e| format!("[{name}] {e}"))?;
+        if w.topic.is_empty() && !args.keep_topic {
+            cleanup.0.push((bootstrap.clone(), topic.clone()));
+        }
         topics.push(topic);
     }
 
@@ -482,4 +491,15 @@ fn real_main(args: Args) -> BenchResult<()> {
         std::fs::write(path, text + "\n").map_err(|e| format!("write {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Topics this invocation created, deleted when it ends (also on an error).
+struct TopicCleanup(Vec<(String, String)>);
+
+impl Drop for TopicCleanup {
+    fn drop(&mut self) {
+        for (bootstrap, topic) in &self.0 {
+            run::delete_topic(bootstrap, topic);
+        }
+    }
 }

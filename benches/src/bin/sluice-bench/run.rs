@@ -125,6 +125,23 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> BenchResul
     }
 }
 
+/// Deletes `topic`; best effort, a failure is only reported.
+pub fn delete_topic(bootstrap: &str, topic: &str) {
+    let deleted = (|| -> BenchResult<()> {
+        let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+        let opts = AdminOptions::new()
+            .request_timeout(Some(CALL_TIMEOUT))
+            .operation_timeout(Some(CALL_TIMEOUT));
+        for r in block_on(admin.delete_topics(&[topic], &opts))? {
+            r.map_err(|(name, e)| format!("delete topic {name}: {e}"))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = deleted {
+        eprintln!("warning: could not delete topic {topic} on {bootstrap}: {e}");
+    }
+}
+
 /// Shared by a producer's sending thread and its delivery callback (librdkafka's thread).
 struct ProducerShared {
     clock: Clock,
