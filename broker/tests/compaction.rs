@@ -10,12 +10,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -75,31 +69,8 @@ fn wait_smaller(dir: &Path, limit: u64) -> u64 {
 }
 
 fn commit(s: &mut std::net::TcpStream, group: &str, topic: &str, offset: i64) {
-    let mut p = OffsetCommitRequestPartition::default();
-    p.partition_index = 0;
-    p.committed_offset = offset;
-    p.committed_leader_epoch = -1;
-    let mut t = OffsetCommitRequestTopic::default();
-    t.name = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partitions = vec![p];
-    let mut r = OffsetCommitRequest::default();
-    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
-    r.generation_id_or_member_epoch = -1;
-    r.topics = vec![t];
-    let resp = send_request(s, &r, 8);
+    let resp = send_request(s, &commit_request(group, topic, offset), 8);
     assert_eq!(resp.topics[0].partitions[0].error_code, 0, "commit {group}");
-}
-
-fn fetched(s: &mut std::net::TcpStream, group: &str, topic: &str) -> i64 {
-    let mut t = OffsetFetchRequestTopic::default();
-    t.name = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partition_indexes = vec![0];
-    let mut r = OffsetFetchRequest::default();
-    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
-    r.topics = Some(vec![t]);
-    let resp = send_request(s, &r, 7);
-    assert_eq!(resp.error_code, 0);
-    resp.topics[0].partitions[0].committed_offset
 }
 
 #[test]
@@ -133,7 +104,7 @@ fn consumer_offsets_are_compacted_and_survive_restarts() {
         let check = |what: &str| {
             let mut s = connect(broker.addr(), Duration::from_secs(20)).unwrap();
             for g in &groups {
-                assert_eq!(fetched(&mut s, g, &topic), ROUNDS, "{g} {what}");
+                assert_eq!(fetched_offset(&mut s, g, &topic), ROUNDS, "{g} {what}");
             }
         };
         check("after compaction");
@@ -154,7 +125,7 @@ fn consumer_offsets_are_compacted_and_survive_restarts() {
         let mut s = connect(broker.addr(), Duration::from_secs(20)).unwrap();
         for g in &groups {
             assert_eq!(
-                fetched(&mut s, g, &topic),
+                fetched_offset(&mut s, g, &topic),
                 2 * ROUNDS,
                 "{g} after SIGTERM restart"
             );

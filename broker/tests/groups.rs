@@ -9,12 +9,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -87,33 +81,6 @@ fn committed_offsets_survive_broker_restarts() {
             );
         },
     );
-}
-
-fn commit_request(group: &str, topic: &str, offset: i64) -> OffsetCommitRequest {
-    let mut p = OffsetCommitRequestPartition::default();
-    p.partition_index = 0;
-    p.committed_offset = offset;
-    p.committed_leader_epoch = -1;
-    let mut t = OffsetCommitRequestTopic::default();
-    t.name = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partitions = vec![p];
-    let mut r = OffsetCommitRequest::default();
-    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
-    r.generation_id_or_member_epoch = -1;
-    r.topics = vec![t];
-    r
-}
-
-fn fetched_offset(s: &mut std::net::TcpStream, group: &str, topic: &str) -> i64 {
-    let mut t = OffsetFetchRequestTopic::default();
-    t.name = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partition_indexes = vec![0];
-    let mut r = OffsetFetchRequest::default();
-    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
-    r.topics = Some(vec![t]);
-    let resp = send_request(s, &r, 7);
-    assert_eq!(resp.error_code, 0);
-    resp.topics[0].partitions[0].committed_offset
 }
 
 /// 1,000 groups commit concurrently (spread over every `__consumer_offsets` partition and

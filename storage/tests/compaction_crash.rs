@@ -10,16 +10,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use sluice_storage::*;
 
 const CHILD_ENV: &str = "SLUICE_COMPACTION_CRASH_CHILD_DIR";
-const CHILD_DEADLINE: Duration = Duration::from_secs(20);
 const KEYS: u64 = 13;
 const TS: i64 = 1_800_000_000_000;
 
@@ -73,13 +70,6 @@ fn compaction_crash_child() {
     });
 }
 
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 #[test]
 fn sigkill_during_compaction_keeps_every_latest_value() {
     let iterations: usize = std::env::var("SLUICE_CRASH_ITERATIONS")
@@ -93,36 +83,10 @@ fn sigkill_during_compaction_keeps_every_latest_value() {
     let mut acked = 0u64;
     let mut rounds_with_acks = 0;
     for round in 0..iterations {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "compaction_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
         let kill_after = Duration::from_millis(30 + xorshift(&mut seed) % 300);
-        let reader = std::thread::spawn(move || {
-            let mut last_ack = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(v) = line.strip_prefix("ACK ") {
-                    last_ack = v.trim().parse::<u64>().ok();
-                }
-            }
-            last_ack
-        });
-        let t0 = Instant::now();
-        std::thread::sleep(kill_after);
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-        child.wait().unwrap();
-        assert!(t0.elapsed() < CHILD_DEADLINE);
-        if let Some(a) = reader.join().unwrap() {
+        let (_, last_ack) =
+            run_and_kill_child("compaction_crash_child", CHILD_ENV, &dir, kill_after);
+        if let Some(a) = last_ack {
             acked = acked.max(a);
             rounds_with_acks += 1;
         }

@@ -6,17 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use sluice_storage::*;
 
 const CHILD_ENV: &str = "SLUICE_CRASH_CHILD_DIR";
-/// Upper bound on one child's life, so a hung child can't hang the test.
-const CHILD_DEADLINE: Duration = Duration::from_secs(20);
 
 fn config() -> LogConfig {
     LogConfig {
@@ -60,13 +56,6 @@ fn crash_child() {
     });
 }
 
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 #[test]
 fn sigkill_never_loses_acknowledged_batches() {
     let iterations: usize = std::env::var("SLUICE_CRASH_ITERATIONS")
@@ -79,35 +68,8 @@ fn sigkill_never_loses_acknowledged_batches() {
     let mut acked = 0u64;
     let mut rounds_with_acks = 0;
     for round in 0..iterations {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
         let kill_after = Duration::from_millis(20 + xorshift(&mut seed) % 300);
-        let reader = std::thread::spawn(move || {
-            let mut last_ack = None;
-            let mut started = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(v) = line.strip_prefix("ACK ") {
-                    last_ack = v.trim().parse::<u64>().ok();
-                } else if let Some(v) = line.strip_prefix("START ") {
-                    started = v.trim().parse::<u64>().ok();
-                }
-            }
-            (started, last_ack)
-        });
-        let t0 = Instant::now();
-        std::thread::sleep(kill_after);
-        // SIGKILL: no destructor, no flush, exactly like a power cut for this process.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-        child.wait().unwrap();
-        assert!(t0.elapsed() < CHILD_DEADLINE);
-        let (started, last_ack) = reader.join().unwrap();
+        let (started, last_ack) = run_and_kill_child("crash_child", CHILD_ENV, &dir, kill_after);
         if let Some(s) = started {
             assert!(
                 s >= acked,

@@ -29,8 +29,13 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    ApiVersionsRequest, ApiVersionsResponse, GroupId, OffsetCommitRequest, OffsetFetchRequest,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{
     encode_request_header_into_buffer, Decodable, Encodable, HeaderVersion, Request, StrBytes,
@@ -1132,4 +1137,34 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// An OffsetCommit of `offset` for partition 0 of `topic`, outside any generation (a
+/// simple consumer group).
+pub fn commit_request(group: &str, topic: &str, offset: i64) -> OffsetCommitRequest {
+    let mut p = OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = offset;
+    p.committed_leader_epoch = -1;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partitions = vec![p];
+    let mut r = OffsetCommitRequest::default();
+    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    r.generation_id_or_member_epoch = -1;
+    r.topics = vec![t];
+    r
+}
+
+/// The committed offset of `group` for partition 0 of `topic`, via OffsetFetch v7.
+pub fn fetched_offset(s: &mut std::net::TcpStream, group: &str, topic: &str) -> i64 {
+    let mut t = OffsetFetchRequestTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partition_indexes = vec![0];
+    let mut r = OffsetFetchRequest::default();
+    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    r.topics = Some(vec![t]);
+    let resp = send_request(s, &r, 7);
+    assert_eq!(resp.error_code, 0);
+    resp.topics[0].partitions[0].committed_offset
 }

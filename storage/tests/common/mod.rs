@@ -169,3 +169,53 @@ pub async fn read_all(log: &PartitionLog) -> Vec<(u64, String, Option<String>)> 
     }
     out
 }
+
+/// xorshift64: the crash tests' reproducible random kill times.
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Upper bound on one crash child's life, so a hung child can't hang a test.
+pub const CHILD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Re-executes this test binary running only `child_test` with `env=dir`, SIGKILLs it after
+/// `after`, and returns the last `START n` and `ACK n` it printed.
+pub fn run_and_kill_child(
+    child_test: &str,
+    env: &str,
+    dir: &Path,
+    after: std::time::Duration,
+) -> (Option<u64>, Option<u64>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child_test, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut started, mut last_ack) = (None, None);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(v) = line.strip_prefix("ACK ") {
+                last_ack = v.trim().parse::<u64>().ok();
+            } else if let Some(v) = line.strip_prefix("START ") {
+                started = v.trim().parse::<u64>().ok();
+            }
+        }
+        (started, last_ack)
+    });
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(after);
+    // SIGKILL: no destructor, no flush, exactly like a power cut for this process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(t0.elapsed() < CHILD_DEADLINE);
+    reader.join().unwrap()
+}
