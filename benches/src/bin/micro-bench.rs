@@ -21,6 +21,10 @@ use serde::Serialize;
 use sluice_protocol::{decode_request, encode_response_message, VersionRange, VersionTable};
 use sluice_storage::{LogConfig, PartitionLog, Term};
 
+// The storage benchmark's batch builder: valid v2 batches of an exact size.
+#[path = "storage-bench/batch.rs"]
+mod batch;
+
 #[derive(Parser, Debug)]
 #[command(about = "CPU cost of protocol decode/encode, CRC32C and storage append")]
 struct Args {
@@ -64,44 +68,6 @@ fn time(reps: usize, min: Duration, mut op: impl FnMut()) -> f64 {
         .collect();
     per_op.sort_by(f64::total_cmp);
     per_op[per_op.len() / 2]
-}
-
-/// A valid uncompressed RecordBatch v2 of `records` records of `value_len` bytes.
-fn record_batch(records: usize, value_len: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    for i in 0..records {
-        let mut r = vec![0u8]; // attributes
-        r.push(0); // timestamp delta (zigzag 0)
-        push_varint(&mut r, i as i64);
-        push_varint(&mut r, -1); // null key
-        push_varint(&mut r, value_len as i64);
-        r.extend((0..value_len).map(|j| (i + j) as u8));
-        r.push(0); // no headers
-        push_varint(&mut body, r.len() as i64);
-        body.extend_from_slice(&r);
-    }
-    let mut b = vec![0u8; 61];
-    b[16] = 2;
-    b[23..27].copy_from_slice(&(records as i32 - 1).to_be_bytes());
-    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    b[57..61].copy_from_slice(&(records as i32).to_be_bytes());
-    b.extend_from_slice(&body);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
-}
-
-fn push_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
 }
 
 /// The body of a Produce v9 request: one topic, `partitions` partitions, one batch each.
@@ -198,8 +164,8 @@ fn main() {
     ])
     .expect("version table");
 
-    // Produce: 16 partitions × one 16 KiB batch (16 records of 1 KiB), as a busy client sends.
-    let batch16k = Bytes::from(record_batch(16, 1000));
+    // Produce: 16 partitions × one 16 KiB batch, as a busy client sends.
+    let batch16k = Bytes::from(batch::batch(16 << 10));
     let produce = produce_frame(16, &batch16k);
     let payload = 16 * batch16k.len();
     let ns = time(args.reps, min, || {
@@ -220,7 +186,7 @@ fn main() {
     );
 
     // Fetch response: 16 partitions × 64 KiB of stored batches, as a catching-up consumer gets.
-    let batch64k = Bytes::from(record_batch(64, 1000));
+    let batch64k = Bytes::from(batch::batch(64 << 10));
     let resp = fetch_response(16, &batch64k);
     let ns = time(args.reps, min, || {
         let b = encode_response_message(12, 1, &resp).expect("encode fetch response");
@@ -239,7 +205,7 @@ fn main() {
         });
         report(&format!("crc32c: {} KiB", size >> 10), size, ns);
     }
-    let batch1k = record_batch(1, 1000);
+    let batch1k = batch::batch(1 << 10);
     let ns = time(args.reps, min, || {
         std::hint::black_box(sluice_storage::validate_batch(&batch16k, 1 << 20).expect("valid"));
     });
