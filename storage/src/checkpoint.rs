@@ -4,7 +4,7 @@
 //!
 //! Used for the log-start checkpoint and for Raft's vote / hard state.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use glommio::io::{DmaFile, OpenOptions};
 
@@ -17,9 +17,21 @@ const SLOT_HEADER_BYTES: usize = 16;
 pub const MAX_CHECKPOINT_BYTES: usize = SLOT_BYTES - SLOT_HEADER_BYTES - 4;
 const MAGIC: u32 = 0x4b434c53; // "SLCK"
 
+/// Holds no descriptor between stores: there is one per partition, and stores are rare
+/// (DeleteRecords, retention, a Raft vote).
 pub struct Checkpoint {
-    file: DmaFile,
+    path: PathBuf,
     seq: u64,
+}
+
+async fn open_file(path: &Path) -> Result<DmaFile, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .dma_open(path)
+        .await
+        .map_err(|e| StorageError::io("open checkpoint", path, e))
 }
 
 fn decode_slot(b: &[u8]) -> Option<(u64, Vec<u8>)> {
@@ -39,23 +51,26 @@ fn decode_slot(b: &[u8]) -> Option<(u64, Vec<u8>)> {
 impl Checkpoint {
     /// Opens (creating if needed) and returns the last value stored, if any.
     pub async fn open(path: &Path) -> Result<(Self, Option<Vec<u8>>), StorageError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .dma_open(path)
-            .await
-            .map_err(|e| StorageError::io("open checkpoint", path, e))?;
+        let file = open_file(path).await?;
         let data = file
             .read_at(0, 2 * SLOT_BYTES)
             .await
             .map_err(|e| StorageError::io("read checkpoint", path, e))?;
+        file.close()
+            .await
+            .map_err(|e| StorageError::io("close checkpoint", path, e))?;
         let best = data
             .chunks(SLOT_BYTES)
             .filter_map(decode_slot)
             .max_by_key(|(seq, _)| *seq);
         let seq = best.as_ref().map_or(0, |(s, _)| *s);
-        Ok((Checkpoint { file, seq }, best.map(|(_, v)| v)))
+        Ok((
+            Checkpoint {
+                path: path.to_path_buf(),
+                seq,
+            },
+            best.map(|(_, v)| v),
+        ))
     }
 
     /// Durably replaces the value: returns after fdatasync.
@@ -67,7 +82,9 @@ impl Checkpoint {
             });
         }
         let seq = self.seq + 1;
-        let mut buf = self.file.alloc_dma_buffer(SLOT_BYTES);
+        let path = &self.path;
+        let file = open_file(path).await?;
+        let mut buf = file.alloc_dma_buffer(SLOT_BYTES);
         let b = buf.as_bytes_mut();
         b.fill(0);
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
@@ -78,19 +95,15 @@ impl Checkpoint {
         let crc = crc32c::crc32c(&b[..end]);
         b[end..end + 4].copy_from_slice(&crc.to_le_bytes());
         let pos = (seq % 2) * SLOT_BYTES as u64;
-        let path = self
-            .file
-            .path()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default();
-        self.file
-            .write_at(buf, pos)
+        file.write_at(buf, pos)
             .await
-            .map_err(|e| StorageError::io("write checkpoint", &path, e))?;
-        self.file
-            .fdatasync()
+            .map_err(|e| StorageError::io("write checkpoint", path, e))?;
+        file.fdatasync()
             .await
-            .map_err(|e| StorageError::io("sync checkpoint", &path, e))?;
+            .map_err(|e| StorageError::io("sync checkpoint", path, e))?;
+        file.close()
+            .await
+            .map_err(|e| StorageError::io("close checkpoint", path, e))?;
         self.seq = seq;
         Ok(())
     }

@@ -14,6 +14,7 @@ mod checkpoint;
 mod config;
 mod direct_io;
 mod error;
+mod files;
 mod frame;
 mod index;
 mod log;
@@ -28,6 +29,7 @@ pub use checkpoint::{HardState, MAX_CHECKPOINT_BYTES};
 pub use config::*;
 pub use direct_io::check_direct_io;
 pub use error::StorageError;
+pub use files::{open_files_stats, set_open_files_max, OPEN_FILES_MAX_DEFAULT, OPEN_FILES_MIN};
 pub use log::{
     Appended, CompactionOptions, CompactionStats, Decompress, Entry, LogEnd, LogStart, PartitionLog,
 };

@@ -416,11 +416,10 @@ impl PartitionLog {
                 remove_if_present(&path).await?;
                 continue;
             }
-            let file = Segment::open_file(&path, false).await?;
-            let file_size = file
-                .file_size()
-                .await
-                .map_err(|e| StorageError::io("stat segment", &path, e))?;
+            // A stat, not an open: a sealed segment with a good index needs no descriptor.
+            let file_size = std::fs::metadata(&path)
+                .map_err(|e| StorageError::io("stat segment", &path, e))?
+                .len();
             let (prev_raft, prev_term) = segments.last().map_or(
                 (saved_start.map_or(RaftIndex(0), |s| s.raft_index), 0),
                 |p| (p.summary.next_raft_index, p.summary.last_term),
@@ -433,7 +432,7 @@ impl PartitionLog {
                     break;
                 }
             }
-            let mut seg = Segment::empty(dir, base, prev_raft, prev_term, file);
+            let mut seg = Segment::empty(dir, base, prev_raft, prev_term);
             let is_last = i + 1 == bases.len();
             let (idx_path, time_path) = seg.index_paths();
             let loaded = match (
@@ -458,7 +457,7 @@ impl PartitionLog {
                 // (the log start may lie anywhere inside it); others must continue the log.
                 let expected = (!seg.is_empty() || i > 0).then_some(seg.summary.next_raft_index);
                 let interval = config.index_interval_bytes;
-                let file = seg.file.clone();
+                let file = seg.file().open().await?;
                 let next = seg.summary.next_offset;
                 let end = scan(
                     &file,
@@ -533,11 +532,14 @@ impl PartitionLog {
         if segments.is_empty() {
             let s = saved_start.unwrap_or_default();
             let path = segment_path(dir, s.offset, "log");
-            let file = Segment::open_file(&path, true).await?;
-            file.truncate(0)
+            let seg = Segment::empty(dir, s.offset, s.raft_index, 0);
+            seg.file()
+                .create()
+                .await?
+                .truncate(0)
                 .await
                 .map_err(|e| StorageError::io("truncate segment", &path, e))?;
-            segments.push(Segment::empty(dir, s.offset, s.raft_index, 0, file));
+            segments.push(seg);
             sync_dir(dir).await?;
         }
 
@@ -546,13 +548,13 @@ impl PartitionLog {
         let active = segments.last().expect("at least one segment");
         let size = active.summary.size;
         let tail_start = align_down(size);
-        let tail = active
-            .file
+        let active_file = active.file().open().await?;
+        let tail = active_file
             .read_at(tail_start, (size - tail_start) as usize)
             .await
             .map_err(|e| StorageError::io("read segment", &active.path, e))?
             .to_vec();
-        let mut buf = active.file.alloc_dma_buffer(BLOCK_BYTES as usize);
+        let mut buf = active_file.alloc_dma_buffer(BLOCK_BYTES as usize);
         buf.as_bytes_mut().fill(0);
         buf.as_bytes_mut()[..tail.len()].copy_from_slice(&tail);
         let io = |what| {
@@ -560,18 +562,17 @@ impl PartitionLog {
             move |e: glommio::GlommioError<()>| StorageError::io(what, &p, e)
         };
         if !tail.is_empty() {
-            active
-                .file
+            active_file
                 .write_at(buf, tail_start)
                 .await
                 .map_err(io("write segment"))?;
         }
-        active
-            .file
+        active_file
             .truncate(align_up(size))
             .await
             .map_err(io("truncate segment"))?;
-        active.file.fdatasync().await.map_err(io("sync segment"))?;
+        active_file.fdatasync().await.map_err(io("sync segment"))?;
+        drop(active_file);
 
         let first = &segments[0];
         let mut start = LogStart {
@@ -780,26 +781,24 @@ impl PartitionLog {
     }
 
     async fn flush_locked(&self) -> Result<(), StorageError> {
-        let (file, path, pos, buf, size, end) = {
+        let file_ref = {
             let inner = self.inner.borrow();
-            let a = inner.active();
-            let size = a.summary.size;
-            if inner.durable_size == size {
+            if inner.durable_size == inner.active().summary.size {
                 return Ok(());
             }
+            inner.active().file()
+        };
+        let file = file_ref.open().await?;
+        let path = file_ref.path;
+        let (pos, buf, size, end) = {
+            let inner = self.inner.borrow();
+            let size = inner.active().summary.size;
             let len = inner.tail.len();
-            let mut buf = a.file.alloc_dma_buffer(align_up(len as u64) as usize);
+            let mut buf = file.alloc_dma_buffer(align_up(len as u64) as usize);
             let b = buf.as_bytes_mut();
             b[..len].copy_from_slice(&inner.tail);
             b[len..].fill(0);
-            (
-                a.file.clone(),
-                a.path.clone(),
-                inner.tail_start,
-                buf,
-                size,
-                inner.end(),
-            )
+            (inner.tail_start, buf, size, inner.end())
         };
         let want = buf.len();
         let (prealloc_end, step) = {
@@ -851,12 +850,16 @@ impl PartitionLog {
         {
             // A sealed segment keeps no preallocated zeros (recovery would read past them
             // as padding, but they waste space).
-            let (file, path, size) = {
+            let (file_ref, size) = {
                 let inner = self.inner.borrow();
                 let a = inner.active();
-                (a.file.clone(), a.path.clone(), a.summary.size)
+                (a.file(), a.summary.size)
             };
-            file.truncate(align_up(size))
+            let path = file_ref.path.clone();
+            file_ref
+                .open()
+                .await?
+                .truncate(align_up(size))
                 .await
                 .map_err(|e| StorageError::io("truncate segment", &path, e))?;
         }
@@ -875,15 +878,16 @@ impl PartitionLog {
         write_small_file(&idx_path, &idx).await?;
         write_small_file(&time_path, &time).await?;
         let path = segment_path(&self.dir, base, "log");
-        let file = Segment::open_file(&path, true).await?;
-        file.truncate(0)
+        let seg = Segment::empty(&self.dir, base, raft, term);
+        seg.file()
+            .create()
+            .await?
+            .truncate(0)
             .await
             .map_err(|e| StorageError::io("truncate segment", &path, e))?;
         sync_dir(&self.dir).await?;
         let mut inner = self.inner.borrow_mut();
-        inner
-            .segments
-            .push(Segment::empty(&self.dir, base, raft, term, file));
+        inner.segments.push(seg);
         inner.tail.clear();
         inner.tail_start = 0;
         inner.durable_size = 0;
@@ -919,19 +923,20 @@ impl PartitionLog {
                 }
                 return Ok(());
             }
-            let (file, path, end, max_payload, sealed) = {
+            let (file_ref, end, max_payload, sealed) = {
                 let inner = self.inner.borrow();
                 let Some(s) = inner.segments.get(c.segment) else {
                     return Ok(());
                 };
                 (
-                    s.file.clone(),
-                    s.path.clone(),
+                    s.file(),
                     s.written,
                     inner.max_payload(),
                     c.segment + 1 < inner.segments.len(),
                 )
             };
+            let file = file_ref.open().await?;
+            let path = file_ref.path;
             let mut last = None;
             let mut stopped = false;
             let r = scan(
@@ -1186,11 +1191,13 @@ impl PartitionLog {
         })
         .await?;
         let (cut_pos, cut_offset) = cut;
-        let (file, path, idx_paths) = {
+        let (file_ref, idx_paths) = {
             let inner = self.inner.borrow();
             let s = &inner.segments[seg_idx];
-            (s.file.clone(), s.path.clone(), s.index_paths())
+            (s.file(), s.index_paths())
         };
+        let file = file_ref.open().await?;
+        let path = file_ref.path;
         remove_if_present(&idx_paths.0).await?;
         remove_if_present(&idx_paths.1).await?;
         let io = |what: &'static str| {

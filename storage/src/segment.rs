@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::DmaFile;
 
 use crate::batch;
 use crate::config::READ_CHUNK_BYTES;
 use crate::error::StorageError;
+use crate::files::{self, FileId};
 use crate::frame::{self, Decoded, FrameHeader, FRAME_HEADER_BYTES};
 use crate::index::{IndexEntry, SegmentSummary};
 use crate::types::{EntryKind, Offset, RaftIndex};
@@ -56,9 +57,29 @@ impl StoredFrame {
     }
 }
 
+/// How to reach a segment's file without holding a borrow of the log across an `.await`.
+#[derive(Clone, Debug)]
+pub(crate) struct FileRef {
+    id: FileId,
+    pub path: PathBuf,
+}
+
+impl FileRef {
+    /// The open file, from the shard's cache of open files.
+    pub async fn open(&self) -> Result<Rc<DmaFile>, StorageError> {
+        files::get(self.id, &self.path, false).await
+    }
+
+    /// Like `open`, creating the file if it does not exist.
+    pub async fn create(&self) -> Result<Rc<DmaFile>, StorageError> {
+        files::get(self.id, &self.path, true).await
+    }
+}
+
 pub(crate) struct Segment {
     pub base_offset: Offset,
-    pub file: Rc<DmaFile>,
+    /// This segment's entry in the cache of open files; it holds no descriptor itself.
+    file: FileId,
     pub path: PathBuf,
     /// `size` counts every appended frame, including those still in memory.
     pub summary: SegmentSummary,
@@ -72,27 +93,25 @@ pub(crate) struct Segment {
     pub clean: bool,
 }
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        files::forget(self.file);
+    }
+}
+
 impl Segment {
-    pub async fn open_file(path: &Path, create: bool) -> Result<DmaFile, StorageError> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .dma_open(path)
-            .await
-            .map_err(|e| StorageError::io("open segment", path, e))
+    pub fn file(&self) -> FileRef {
+        FileRef {
+            id: self.file,
+            path: self.path.clone(),
+        }
     }
 
-    pub fn empty(
-        dir: &Path,
-        base_offset: Offset,
-        base_raft: RaftIndex,
-        last_term: u64,
-        file: DmaFile,
-    ) -> Self {
+    /// A segment with no frames yet; its file is opened (or created) on first use.
+    pub fn empty(dir: &Path, base_offset: Offset, base_raft: RaftIndex, last_term: u64) -> Self {
         Segment {
             base_offset,
-            file: Rc::new(file),
+            file: files::register(),
             path: segment_path(dir, base_offset, "log"),
             summary: SegmentSummary {
                 size: 0,

@@ -31,7 +31,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::io::DmaFile;
@@ -42,7 +41,7 @@ use crate::batch::{self, RecordRef, COMPRESSION_MASK};
 use crate::error::StorageError;
 use crate::frame::{self, FRAME_HEADER_BYTES};
 use crate::index::SegmentSummary;
-use crate::segment::{scan, segment_path, ScanEnd, ScanRange, Segment, StoredFrame};
+use crate::segment::{scan, segment_path, FileRef, ScanEnd, ScanRange, Segment, StoredFrame};
 use crate::types::{EntryKind, Offset, RaftIndex};
 
 /// Extension of a segment being rewritten by compaction.
@@ -290,11 +289,11 @@ impl PartitionLog {
             let Some(i) = inner.segments.iter().position(|s| s.base_offset == base) else {
                 return Ok(());
             };
-            let olds: Vec<(Rc<DmaFile>, PathBuf, SegmentSummary, Offset)> = inner.segments
+            let olds: Vec<(FileRef, PathBuf, SegmentSummary, Offset)> = inner.segments
                 [i..inner.segments.len() - 1]
                 .iter()
                 .take(group.len())
-                .map(|s| (s.file.clone(), s.path.clone(), s.summary, s.base_offset))
+                .map(|s| (s.file(), s.path.clone(), s.summary, s.base_offset))
                 .collect();
             if olds.len() != group.len() || olds.iter().zip(group).any(|(o, b)| o.3 != *b) {
                 return Ok(());
@@ -314,21 +313,19 @@ impl PartitionLog {
             let p = p.to_path_buf();
             move |e: glommio::GlommioError<()>| StorageError::io(what, &p, e)
         };
-        let mut new = Segment::empty(
-            &self.dir,
-            base,
-            olds[0].2.base_raft_index,
-            prev_term,
-            Segment::open_file(&cleaned_path, true).await?,
-        );
-        new.file
+        let mut new = Segment::empty(&self.dir, base, olds[0].2.base_raft_index, prev_term);
+        // Written under its own name until the swap; the cache reopens it by this path.
+        new.path = cleaned_path.clone();
+        let new_file = new.file().create().await?;
+        new_file
             .truncate(0)
             .await
             .map_err(io("truncate segment", &cleaned_path))?;
         let mut pending: Vec<u8> = Vec::new();
         let mut written: u64 = 0;
         let mut removed = 0u64;
-        for (old_file, old_path, old_summary, old_base) in &olds {
+        for (old_ref, old_path, old_summary, old_base) in &olds {
+            let old_file = old_ref.open().await?;
             let mut range = ScanRange {
                 pos: 0,
                 end: old_summary.size,
@@ -338,7 +335,7 @@ impl PartitionLog {
             };
             loop {
                 let mut resume = None;
-                let end = scan(old_file, old_path, range, max_payload, |pos, f| {
+                let end = scan(&old_file, old_path, range, max_payload, |pos, f| {
                     resume = Some((
                         pos + f.frame.len() as u64,
                         f.end_offset,
@@ -381,7 +378,7 @@ impl PartitionLog {
                 }
                 // Whole blocks go out now; the partly filled last one waits for more.
                 let n = pending.len() / BLOCK_BYTES as usize * BLOCK_BYTES as usize;
-                written += write_out(&new.file, &cleaned_path, &mut pending, n, written).await?;
+                written += write_out(&new_file, &cleaned_path, &mut pending, n, written).await?;
                 if !matches!(end, ScanEnd::Stopped) {
                     break;
                 }
@@ -396,7 +393,7 @@ impl PartitionLog {
             }
         }
         let n = pending.len();
-        write_out(&new.file, &cleaned_path, &mut pending, n, written).await?;
+        write_out(&new_file, &cleaned_path, &mut pending, n, written).await?;
         let before: u64 = olds.iter().map(|o| o.2.size).sum();
         stats.bytes_before += before;
         if removed == 0 && olds.len() == 1 {
@@ -409,7 +406,7 @@ impl PartitionLog {
             stats.bytes_after += before;
             return Ok(());
         }
-        new.file
+        new_file
             .fdatasync()
             .await
             .map_err(io("sync segment", &cleaned_path))?;
@@ -450,7 +447,7 @@ impl PartitionLog {
             remove_if_present(&segment_path(dir, *b, "timeindex")).await?;
         }
         sync_dir(&self.dir).await?;
-        new.file
+        new_file
             .rename(&olds[0].1)
             .await
             .map_err(io("rename segment", &cleaned_path))?;
