@@ -25,6 +25,9 @@ pub const READ_CHUNK_BYTES: usize = 64 << 10;
 /// worker thread competing with the shard for its core; an overwrite is issued inline.
 /// Capped at a quarter of `segment.bytes` for small segments.
 pub const PREALLOCATE_BYTES: u64 = 1 << 20;
+/// Durable bytes of the active segment between two writes of its index checkpoint, so
+/// recovery after a crash scans at most this much of it instead of the whole segment.
+pub const RECOVERY_CHECKPOINT_BYTES_DEFAULT: u64 = 64 << 20;
 /// Largest opaque payload of a Raft-internal entry.
 pub const MAX_INTERNAL_ENTRY_BYTES: usize = 1 << 20;
 
@@ -47,6 +50,8 @@ pub struct LogConfig {
     pub cache_bytes: usize,
     /// Unflushed bytes before `append` applies backpressure.
     pub max_unflushed_bytes: usize,
+    /// Durable bytes of the active segment between two writes of its index checkpoint.
+    pub recovery_checkpoint_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -60,6 +65,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             cache_bytes: CACHE_BYTES_DEFAULT,
             max_unflushed_bytes: MAX_UNFLUSHED_BYTES_DEFAULT,
+            recovery_checkpoint_bytes: RECOVERY_CHECKPOINT_BYTES_DEFAULT,
         }
     }
 }
@@ -71,6 +77,7 @@ impl LogConfig {
             .segment_bytes
             .clamp(SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX);
         self.index_interval_bytes = self.index_interval_bytes.max(1);
+        self.recovery_checkpoint_bytes = self.recovery_checkpoint_bytes.max(1);
         self.max_batch_bytes = self.max_batch_bytes.max(crate::batch::HEADER_BYTES);
         self.max_unflushed_bytes = self.max_unflushed_bytes.max(self.max_batch_bytes);
         self

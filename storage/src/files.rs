@@ -9,8 +9,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Deref;
 use std::path::Path;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 use glommio::io::{DmaFile, OpenOptions};
 
@@ -26,15 +28,56 @@ pub const OPEN_FILES_MIN: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct FileId(u64);
 
+/// An open segment file. Counted while it lives, cached or not, so the bound holds for
+/// files in use by an I/O after they left the cache too.
+pub(crate) struct OpenFile(DmaFile);
+
+impl Deref for OpenFile {
+    type Target = DmaFile;
+    fn deref(&self) -> &DmaFile {
+        &self.0
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        let _ = CACHE.try_with(|c| {
+            c.alive.set(c.alive.get() - 1);
+            c.wake_waiters();
+        });
+    }
+}
+
+/// A segment file lent to one I/O. Giving it back may make a cached file idle, so waiters
+/// for a descriptor are woken to close it and take its place.
+pub(crate) struct FileLease(Rc<OpenFile>);
+
+impl Deref for FileLease {
+    type Target = DmaFile;
+    fn deref(&self) -> &DmaFile {
+        &self.0 .0
+    }
+}
+
+impl Drop for FileLease {
+    fn drop(&mut self) {
+        let _ = CACHE.try_with(|c| c.wake_waiters());
+    }
+}
+
 struct Cache {
     capacity: Cell<usize>,
     next_id: Cell<u64>,
     tick: Cell<u64>,
+    /// `OpenFile`s alive: cached, or held by an I/O in flight.
+    alive: Cell<usize>,
     /// Ids of segments still in a log: only these may be (re)opened.
     live: RefCell<HashSet<FileId>>,
-    open: RefCell<HashMap<FileId, (Rc<DmaFile>, u64)>>,
+    open: RefCell<HashMap<FileId, (Rc<OpenFile>, u64)>>,
     /// Last-use tick → id, for finding the least recently used file.
     by_use: RefCell<BTreeMap<u64, FileId>>,
+    /// Tasks waiting for a descriptor to be released.
+    waiters: RefCell<Vec<Waker>>,
     opened: Cell<u64>,
 }
 
@@ -43,39 +86,65 @@ thread_local! {
         capacity: Cell::new(OPEN_FILES_MAX_DEFAULT),
         next_id: Cell::new(0),
         tick: Cell::new(0),
+        alive: Cell::new(0),
         live: RefCell::new(HashSet::new()),
         open: RefCell::new(HashMap::new()),
         by_use: RefCell::new(BTreeMap::new()),
+        waiters: RefCell::new(Vec::new()),
         opened: Cell::new(0),
     };
 }
 
-/// Sets this thread's cache capacity (`log.open.files.max`), closing files over it.
+/// Sets this thread's cache capacity (`log.open.files.max`), closing idle files over it.
 pub fn set_open_files_max(n: usize) {
     CACHE.with(|c| {
         c.capacity.set(n.max(OPEN_FILES_MIN));
-        c.shrink_to(c.capacity.get());
+        c.evict_idle_until(c.capacity.get());
     });
 }
 
-/// What this thread's cache holds: (files open in the cache, opens since the thread started).
+/// What this thread's cache holds: (segment files open now, opens since the thread started).
 pub fn open_files_stats() -> (usize, u64) {
-    CACHE.with(|c| (c.open.borrow().len(), c.opened.get()))
+    CACHE.with(|c| (c.alive.get(), c.opened.get()))
 }
 
 impl Cache {
-    fn shrink_to(&self, n: usize) {
-        let mut open = self.open.borrow_mut();
-        let mut by_use = self.by_use.borrow_mut();
-        while open.len() > n {
-            let Some((_, id)) = by_use.pop_first() else {
-                break;
-            };
-            open.remove(&id);
+    /// Drops least recently used files that no I/O holds until at most `n` are alive.
+    fn evict_idle_until(&self, n: usize) {
+        let victims: Vec<Rc<OpenFile>> = {
+            let mut open = self.open.borrow_mut();
+            let mut by_use = self.by_use.borrow_mut();
+            let mut excess = self.alive.get().saturating_sub(n);
+            let mut victims = Vec::new();
+            let idle: Vec<(u64, FileId)> = by_use
+                .iter()
+                .filter(|(_, id)| open.get(id).is_some_and(|(f, _)| Rc::strong_count(f) == 1))
+                .take(excess)
+                .map(|(t, id)| (*t, *id))
+                .collect();
+            for (t, id) in idle {
+                if excess == 0 {
+                    break;
+                }
+                by_use.remove(&t);
+                if let Some((f, _)) = open.remove(&id) {
+                    victims.push(f);
+                    excess -= 1;
+                }
+            }
+            victims
+        };
+        // Dropped outside the borrows: each drop updates the counters.
+        drop(victims);
+    }
+
+    fn wake_waiters(&self) {
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
         }
     }
 
-    fn touch(&self, id: FileId) -> Option<Rc<DmaFile>> {
+    fn touch(&self, id: FileId) -> Option<Rc<OpenFile>> {
         let mut open = self.open.borrow_mut();
         let (file, used) = open.get_mut(&id)?;
         let mut by_use = self.by_use.borrow_mut();
@@ -87,21 +156,45 @@ impl Cache {
         Some(file.clone())
     }
 
-    fn insert(&self, id: FileId, file: Rc<DmaFile>) {
-        self.shrink_to(self.capacity.get().saturating_sub(1));
+    fn insert(&self, id: FileId, file: Rc<OpenFile>) {
         let t = self.tick.get() + 1;
         self.tick.set(t);
         self.open.borrow_mut().insert(id, (file, t));
         self.by_use.borrow_mut().insert(t, id);
-        self.opened.set(self.opened.get() + 1);
     }
 
     fn forget(&self, id: FileId) {
         self.live.borrow_mut().remove(&id);
-        if let Some((_, used)) = self.open.borrow_mut().remove(&id) {
-            self.by_use.borrow_mut().remove(&used);
+        let removed = self.open.borrow_mut().remove(&id);
+        if let Some((_, used)) = &removed {
+            self.by_use.borrow_mut().remove(used);
         }
+        drop(removed);
     }
+
+    /// Gives back a reservation that did not become an `OpenFile`.
+    fn unreserve(&self) {
+        self.alive.set(self.alive.get() - 1);
+        self.wake_waiters();
+    }
+}
+
+/// Waits until one more file may be opened: idle files are closed first; if every open file
+/// is in use, this waits for one to be released (backpressure, not EMFILE).
+async fn reserve() {
+    std::future::poll_fn(|cx| {
+        CACHE.with(|c| {
+            let cap = c.capacity.get();
+            c.evict_idle_until(cap - 1);
+            if c.alive.get() < cap {
+                c.alive.set(c.alive.get() + 1);
+                return Poll::Ready(());
+            }
+            c.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+    })
+    .await
 }
 
 /// Registers a segment file and returns its id (nothing is opened yet).
@@ -124,48 +217,61 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
-/// The open file of segment `id` at `path`, opened (or created) on a miss. Running out of
-/// descriptors first closes half of the cache and tries once more; after that the error is
-/// the caller's (a storage error for that partition, never a crash).
-pub(crate) async fn get(
-    id: FileId,
-    path: &Path,
-    create: bool,
-) -> Result<Rc<DmaFile>, StorageError> {
+/// The open file of segment `id` at `path`, opened (or created) on a miss. At most
+/// `log.open.files.max` segment files are open on this thread at once; past it the caller
+/// waits. Running out of descriptors anyway (sockets use them too) closes half of the idle
+/// files and tries once more; after that the error is the caller's (a storage error for that
+/// partition, never a crash).
+pub(crate) async fn get(id: FileId, path: &Path, create: bool) -> Result<FileLease, StorageError> {
     if let Some(f) = CACHE.with(|c| c.touch(id)) {
-        return Ok(f);
+        return Ok(FileLease(f));
     }
-    if !CACHE.with(|c| c.live.borrow().contains(&id)) {
-        return Err(StorageError::io(
+    let gone = || {
+        StorageError::io(
             "open segment",
             path,
             std::io::Error::new(std::io::ErrorKind::NotFound, "segment left the log"),
-        ));
+        )
+    };
+    if !CACHE.with(|c| c.live.borrow().contains(&id)) {
+        return Err(gone());
+    }
+    reserve().await;
+    // Another task may have opened it while this one waited.
+    if let Some(f) = CACHE.with(|c| c.touch(id)) {
+        CACHE.with(|c| c.unreserve());
+        return Ok(FileLease(f));
     }
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(create);
-    let file = match options.dma_open(path).await {
-        Ok(f) => f,
+    let opened = match options.dma_open(path).await {
         Err(e) => {
             let e: std::io::Error = e.into();
-            if !out_of_descriptors(&e) {
-                return Err(StorageError::io("open segment", path, e));
+            if out_of_descriptors(&e) {
+                CACHE.with(|c| c.evict_idle_until(c.alive.get() / 2));
+                options.dma_open(path).await.map_err(Into::into)
+            } else {
+                Err(e)
             }
-            CACHE.with(|c| c.shrink_to(c.open.borrow().len() / 2));
-            options
-                .dma_open(path)
-                .await
-                .map_err(|e| StorageError::io("open segment", path, e))?
+        }
+        ok => ok.map_err(Into::into),
+    };
+    let file = match opened {
+        Ok(f) => Rc::new(OpenFile(f)),
+        Err(e) => {
+            CACHE.with(|c| c.unreserve());
+            return Err(StorageError::io("open segment", path, e));
         }
     };
-    let file = Rc::new(file);
-    // Another task may have opened it meanwhile; keep one and let the other close.
+    CACHE.with(|c| c.opened.set(c.opened.get() + 1));
     if let Some(f) = CACHE.with(|c| c.touch(id)) {
-        return Ok(f);
+        return Ok(FileLease(f));
     }
     // The segment may have left its log while the open was in flight.
     if CACHE.with(|c| c.live.borrow().contains(&id)) {
         CACHE.with(|c| c.insert(id, file.clone()));
+    } else {
+        return Err(gone());
     }
-    Ok(file)
+    Ok(FileLease(file))
 }

@@ -38,6 +38,14 @@ pub use compact::{CompactionOptions, CompactionStats, Decompress};
 /// Direct-I/O write unit. Writes are whole blocks at block-aligned positions.
 const BLOCK_BYTES: u64 = 4096;
 const START_CHECKPOINT_FILE: &str = "log-start";
+/// Extension of state snapshots, named by the offset they were taken at.
+const SNAPSHOT_EXT: &str = "snapshot";
+const SNAPSHOT_MAGIC: u32 = 0x50534c53; // "SLSP"
+/// magic, payload length, CRC32C of the payload.
+const SNAPSHOT_HEADER_BYTES: usize = 12;
+/// Snapshots kept: the newest may describe entries a crash loses, the one before it not
+/// (it is older by far more than `max_unflushed_bytes`).
+const SNAPSHOTS_KEPT: usize = 2;
 
 fn align_down(v: u64) -> u64 {
     v & !(BLOCK_BYTES - 1)
@@ -128,6 +136,10 @@ struct Inner {
     cache_bytes: usize,
     start: LogStart,
     start_checkpoint: Option<Checkpoint>,
+    /// Bytes of the active segment its `.index` checkpoint covers (recovery scans the rest).
+    checkpointed_size: u64,
+    /// Offsets of the saved state snapshots, oldest first.
+    snapshots: Vec<Offset>,
 }
 
 pub struct PartitionLog {
@@ -375,6 +387,7 @@ impl PartitionLog {
         // Listing a directory has no io_uring form; this runs once per partition at open.
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
+        let mut snapshots = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list dir", dir, e))? {
             let entry = entry.map_err(|e| StorageError::io("list dir", dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -382,6 +395,7 @@ impl PartitionLog {
                 match (stem.parse::<u64>(), ext) {
                     (Ok(b), "log") if stem.len() == 20 => bases.push(Offset(b)),
                     (Ok(b), "index" | "timeindex") => index_files.push((Offset(b), entry.path())),
+                    (Ok(b), SNAPSHOT_EXT) if stem.len() == 20 => snapshots.push(Offset(b)),
                     // A compaction cut short by a crash: the original segment is intact.
                     (Ok(_), compact::CLEANED_EXT) => remove_if_present(&entry.path()).await?,
                     _ => {}
@@ -596,8 +610,19 @@ impl PartitionLog {
             cache_bytes: 0,
             start,
             start_checkpoint: Some(start_checkpoint),
+            checkpointed_size: size,
+            snapshots: Vec::new(),
         };
         inner.durable = inner.end();
+        // A snapshot past the recovered end describes entries a crash took away.
+        snapshots.sort();
+        for &at in &snapshots {
+            if at > inner.durable.next_offset {
+                remove_if_present(&segment_path(dir, at, SNAPSHOT_EXT)).await?;
+            } else {
+                inner.snapshots.push(at);
+            }
+        }
         info!(dir = %dir.display(), start = start.offset.0, end = inner.durable.next_offset.0,
             segments = inner.segments.len(), "partition log opened");
         Ok(PartitionLog {
@@ -790,15 +815,22 @@ impl PartitionLog {
         };
         let file = file_ref.open().await?;
         let path = file_ref.path;
-        let (pos, buf, size, end) = {
+        let (pos, buf, size, end, checkpoint) = {
             let inner = self.inner.borrow();
-            let size = inner.active().summary.size;
+            let a = inner.active();
+            let size = a.summary.size;
             let len = inner.tail.len();
             let mut buf = file.alloc_dma_buffer(align_up(len as u64) as usize);
             let b = buf.as_bytes_mut();
             b[..len].copy_from_slice(&inner.tail);
             b[len..].fill(0);
-            (inner.tail_start, buf, size, inner.end())
+            // Everything appended is in this flush, so the summary describes exactly `size`.
+            let due = size - inner.checkpointed_size >= inner.config.recovery_checkpoint_bytes;
+            let checkpoint = due.then(|| {
+                let (idx, time) = index::encode(&a.summary, &a.entries);
+                (a.index_paths(), idx, time)
+            });
+            (inner.tail_start, buf, size, inner.end(), checkpoint)
         };
         let want = buf.len();
         let (prealloc_end, step) = {
@@ -831,15 +863,23 @@ impl PartitionLog {
         file.fdatasync()
             .await
             .map_err(|e| StorageError::io("sync segment", &path, e))?;
-        let mut inner = self.inner.borrow_mut();
-        let keep_from = align_down(size);
-        let drop = (keep_from - inner.tail_start) as usize;
-        inner.tail.drain(..drop);
-        inner.tail_start = keep_from;
-        inner.durable_size = size;
-        inner.active_mut().written = size;
-        inner.durable = end;
-        inner.evict_cache();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let keep_from = align_down(size);
+            let consumed = (keep_from - inner.tail_start) as usize;
+            inner.tail.drain(..consumed);
+            inner.tail_start = keep_from;
+            inner.durable_size = size;
+            inner.active_mut().written = size;
+            inner.durable = end;
+            inner.evict_cache();
+        }
+        if let Some(((idx_path, time_path), idx, time)) = checkpoint {
+            // Written after the sync, so it never claims bytes that are not durable.
+            write_small_file(&idx_path, &idx).await?;
+            write_small_file(&time_path, &time).await?;
+            self.inner.borrow_mut().checkpointed_size = size;
+        }
         Ok(())
     }
 
@@ -892,6 +932,7 @@ impl PartitionLog {
         inner.tail_start = 0;
         inner.durable_size = 0;
         inner.prealloc_end = 0;
+        inner.checkpointed_size = 0;
         Ok(())
     }
 
@@ -1224,30 +1265,103 @@ impl PartitionLog {
         file.fdatasync().await.map_err(io("sync segment"))?;
         sync_dir(&self.dir).await?;
 
-        let mut inner = self.inner.borrow_mut();
-        let s = inner.active_mut();
-        s.entries.retain(|e| (e.position as u64) < cut_pos);
-        s.summary.size = cut_pos;
-        s.summary.next_offset = cut_offset;
-        s.summary.next_raft_index = from;
-        s.summary.max_timestamp = max_ts;
-        s.summary.last_term = last_term;
-        s.bytes_since_index = cut_pos - s.entries.last().map_or(0, |e| e.position as u64);
-        s.written = cut_pos;
-        inner.tail = tail;
-        inner.tail_start = tail_start;
-        inner.durable_size = cut_pos;
-        inner.prealloc_end = align_up(cut_pos);
-        while inner
-            .cache
-            .back()
-            .is_some_and(|f| f.header.raft_index >= from)
-        {
-            let f = inner.cache.pop_back().expect("checked");
-            inner.cache_bytes -= f.frame.len();
+        let stale: Vec<Offset> = {
+            let mut inner = self.inner.borrow_mut();
+            let s = inner.active_mut();
+            s.entries.retain(|e| (e.position as u64) < cut_pos);
+            s.summary.size = cut_pos;
+            s.summary.next_offset = cut_offset;
+            s.summary.next_raft_index = from;
+            s.summary.max_timestamp = max_ts;
+            s.summary.last_term = last_term;
+            s.bytes_since_index = cut_pos - s.entries.last().map_or(0, |e| e.position as u64);
+            s.written = cut_pos;
+            inner.tail = tail;
+            inner.tail_start = tail_start;
+            inner.durable_size = cut_pos;
+            inner.prealloc_end = align_up(cut_pos);
+            inner.checkpointed_size = 0;
+            while inner
+                .cache
+                .back()
+                .is_some_and(|f| f.header.raft_index >= from)
+            {
+                let f = inner.cache.pop_back().expect("checked");
+                inner.cache_bytes -= f.frame.len();
+            }
+            inner.durable = inner.end();
+            let end = inner.durable.next_offset;
+            let stale = inner
+                .snapshots
+                .iter()
+                .copied()
+                .filter(|&at| at > end)
+                .collect();
+            inner.snapshots.retain(|&at| at <= end);
+            stale
+        };
+        for at in stale {
+            remove_if_present(&segment_path(&self.dir, at, SNAPSHOT_EXT)).await?;
         }
-        inner.durable = inner.end();
         Ok(())
+    }
+
+    /// Saves an opaque state (the broker's producer state) as of `at`, the log's end offset
+    /// when it was captured, keeping the newest `SNAPSHOTS_KEPT`. Like the indexes it is
+    /// derivable from the log, so it is checksummed rather than synced.
+    pub async fn save_snapshot(&self, at: Offset, state: &[u8]) -> Result<(), StorageError> {
+        if self
+            .inner
+            .borrow()
+            .snapshots
+            .last()
+            .is_some_and(|&l| l >= at)
+        {
+            return Ok(());
+        }
+        let mut data = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + state.len());
+        data.extend_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
+        data.extend_from_slice(&(state.len() as u32).to_le_bytes());
+        data.extend_from_slice(&crc32c::crc32c(state).to_le_bytes());
+        data.extend_from_slice(state);
+        write_small_file(&segment_path(&self.dir, at, SNAPSHOT_EXT), &data).await?;
+        let old: Vec<Offset> = {
+            let mut inner = self.inner.borrow_mut();
+            inner.snapshots.push(at);
+            let n = inner.snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
+            inner.snapshots.drain(..n).collect()
+        };
+        for o in old {
+            remove_if_present(&segment_path(&self.dir, o, SNAPSHOT_EXT)).await?;
+        }
+        Ok(())
+    }
+
+    /// The newest saved state that is whole, and the offset it was taken at. Entries from
+    /// that offset on are not in it.
+    pub async fn load_snapshot(&self) -> Option<(Offset, Vec<u8>)> {
+        let saved: Vec<Offset> = self.inner.borrow().snapshots.clone();
+        for &at in saved.iter().rev() {
+            let path = segment_path(&self.dir, at, SNAPSHOT_EXT);
+            let Some(b) = read_small_file(&path).await else {
+                continue;
+            };
+            let word = |i: usize| {
+                b.get(i..i + 4)
+                    .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+            };
+            let (Some(magic), Some(len), Some(crc)) = (word(0), word(4), word(8)) else {
+                continue;
+            };
+            let body = b.get(SNAPSHOT_HEADER_BYTES..SNAPSHOT_HEADER_BYTES + len as usize);
+            match body {
+                Some(body) if magic == SNAPSHOT_MAGIC && crc32c::crc32c(body) == crc => {
+                    return Some((at, body.to_vec()))
+                }
+                _ => warn!(path = %path.display(), "ignoring a damaged state snapshot"),
+            }
+        }
+        None
     }
 
     /// Moves the log start to `offset` (DeleteRecords, retention): reads below it fail and

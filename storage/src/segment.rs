@@ -1,7 +1,6 @@
 //! One segment: a data file of frames plus its in-memory sparse index. Private to the crate.
 
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::io::DmaFile;
@@ -9,7 +8,7 @@ use glommio::io::DmaFile;
 use crate::batch;
 use crate::config::READ_CHUNK_BYTES;
 use crate::error::StorageError;
-use crate::files::{self, FileId};
+use crate::files::{self, FileId, FileLease};
 use crate::frame::{self, Decoded, FrameHeader, FRAME_HEADER_BYTES};
 use crate::index::{IndexEntry, SegmentSummary};
 use crate::types::{EntryKind, Offset, RaftIndex};
@@ -66,12 +65,12 @@ pub(crate) struct FileRef {
 
 impl FileRef {
     /// The open file, from the shard's cache of open files.
-    pub async fn open(&self) -> Result<Rc<DmaFile>, StorageError> {
+    pub async fn open(&self) -> Result<FileLease, StorageError> {
         files::get(self.id, &self.path, false).await
     }
 
     /// Like `open`, creating the file if it does not exist.
-    pub async fn create(&self) -> Result<Rc<DmaFile>, StorageError> {
+    pub async fn create(&self) -> Result<FileLease, StorageError> {
         files::get(self.id, &self.path, true).await
     }
 }

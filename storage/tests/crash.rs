@@ -18,6 +18,8 @@ fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 256 * 1024,
         index_interval_bytes: 4096,
+        // Kills land between checkpoints of the active segment's index as well.
+        recovery_checkpoint_bytes: 32 * 1024,
         retention_ms: None,
         ..LogConfig::default()
     }

@@ -178,6 +178,8 @@ fn run_ops(ops: Vec<Op>) {
             index_interval_bytes: 300,
             cache_bytes: 2048,
             max_unflushed_bytes: 16 * 1024,
+            // Index checkpoints of the active segment between crashes, too.
+            recovery_checkpoint_bytes: 1024,
             retention_ms: None,
             ..LogConfig::default()
         };
