@@ -24,6 +24,12 @@ pub const SHARD_QUEUE_DEPTH: usize = 1024;
 pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
 /// Largest partition count of one topic.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+/// Default of `topic.partitions.per.shard`. An idle partition costs a few KiB and no
+/// descriptor, so the bound is start-up time and memory under traffic (each partition's
+/// read cache), not descriptors.
+pub const TOPIC_PARTITIONS_PER_SHARD_DEFAULT: usize = 20_000;
+/// Partition logs a shard opens at once at start-up and on a metadata change.
+pub const PARTITION_OPEN_CONCURRENCY: usize = 32;
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
 
@@ -93,6 +99,15 @@ pub struct Config {
     /// here each pass runs alone on its shard).
     #[serde(rename = "log.cleaner.dedupe.buffer.size")]
     pub log_cleaner_dedupe_buffer_size: usize,
+    /// Segment files each shard keeps open; others are opened on demand (capped at start so
+    /// every shard's share fits the process's descriptor limit).
+    #[serde(rename = "log.open.files.max")]
+    pub log_open_files_max: usize,
+    /// Partitions the broker holds per shard on average (Redpanda's
+    /// `topic_partitions_per_shard`): CreateTopics and CreatePartitions past
+    /// this × shards are refused with INVALID_PARTITIONS instead of being accepted.
+    #[serde(rename = "topic.partitions.per.shard")]
+    pub topic_partitions_per_shard: usize,
 }
 
 impl Default for Config {
@@ -126,6 +141,8 @@ impl Default for Config {
             log_cleaner_min_cleanable_ratio: 0.5,
             log_cleaner_delete_retention_ms: 24 * 3600 * 1000,
             log_cleaner_dedupe_buffer_size: 128 << 20,
+            log_open_files_max: sluice_storage::OPEN_FILES_MAX_DEFAULT,
+            topic_partitions_per_shard: TOPIC_PARTITIONS_PER_SHARD_DEFAULT,
         }
     }
 }
@@ -168,6 +185,11 @@ impl Config {
         if self.group_max_size == 0 {
             return Err(ConfigError::Invalid(
                 "group.max.size must be at least 1".into(),
+            ));
+        }
+        if self.topic_partitions_per_shard == 0 {
+            return Err(ConfigError::Invalid(
+                "topic.partitions.per.shard must be at least 1".into(),
             ));
         }
         if self.cores == Some(0) {

@@ -159,6 +159,15 @@ fn run(config: Arc<Config>) -> i32 {
         );
         return 1;
     }
+    // Held until the process exits; the kernel releases it even after kill -9.
+    let _lock = match lock_data_dir(&config.data_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return 1;
+        }
+    };
+    let open_files_max = descriptor_budget(&config, cores);
     let signals = block_shutdown_signals();
     let (job_txs, job_rxs): (Vec<_>, Vec<_>) = (0..cores)
         .map(|_| flume::bounded::<Job>(SHARD_QUEUE_DEPTH))
@@ -172,7 +181,10 @@ fn run(config: Arc<Config>) -> i32 {
         let peers = job_txs.clone();
         let spawned = LocalExecutorBuilder::new(Placement::Fixed(id))
             .name(&format!("shard-{id}"))
-            .spawn(move || shard_main(id, config, peers, jobs, ctl_rx));
+            .spawn(move || {
+                sluice_storage::set_open_files_max(open_files_max);
+                shard_main(id, config, peers, jobs, ctl_rx)
+            });
         match spawned {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -209,6 +221,97 @@ fn run(config: Arc<Config>) -> i32 {
     }
     info!("stopped");
     code
+}
+
+/// Name of the lock file in the data directory (Kafka's is `.lock` too).
+const LOCK_FILE: &str = ".lock";
+/// Share of the descriptor limit the shards' open-file caches may use together; the rest is
+/// for sockets, io_uring rings and short-lived opens (index files, directories, checkpoints).
+const FILE_CACHE_SHARE_OF_NOFILE: u64 = 4;
+
+/// Takes an exclusive `flock` on `<data>/.lock` and writes our pid into it, so a second
+/// broker on the same directory refuses to start instead of serving the same files.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another process".to_string()
+            } else {
+                format!("another sluice (pid {holder})")
+            };
+            return Err(format!(
+                "data dir {} is in use by {who}; one broker per data directory",
+                dir.display()
+            ));
+        }
+        return Err(format!("cannot lock {}: {err}", path.display()));
+    }
+    let pid = std::process::id().to_string();
+    let written = f
+        .set_len(0)
+        .and_then(|_| f.rewind())
+        .and_then(|_| f.write_all(pid.as_bytes()));
+    if let Err(e) = written {
+        warn!(path = %path.display(), error = %e, "could not record our pid in the lock file");
+    }
+    Ok(f)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, and returns each shard's open-file
+/// cache size: `log.open.files.max`, lowered if the shards' caches would not fit in a share
+/// of the limit.
+fn descriptor_budget(config: &Config, shards: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    let nofile = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            warn!("cannot read RLIMIT_NOFILE; keeping log.open.files.max as configured");
+            return config.log_open_files_max;
+        }
+        let before = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                lim.rlim_cur = before;
+            }
+        }
+        info!(
+            soft_before = before,
+            soft = lim.rlim_cur,
+            hard = lim.rlim_max,
+            "open file limit (RLIMIT_NOFILE)"
+        );
+        lim.rlim_cur
+    };
+    let fits = (nofile / FILE_CACHE_SHARE_OF_NOFILE / shards as u64) as usize;
+    let max = config.log_open_files_max.min(fits.max(1));
+    if max < config.log_open_files_max {
+        warn!(
+            configured = config.log_open_files_max,
+            used = max,
+            nofile,
+            "log.open.files.max lowered to fit the descriptor limit"
+        );
+    }
+    max
 }
 
 async fn shard_main(
@@ -283,7 +386,17 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
                 ("segment.bytes".to_string(), segment_bytes.to_string()),
             ]
             .into();
-            topics::plan_create(img, groups::OFFSETS_TOPIC, partitions, 1, configs).map(|r| vec![r])
+            // The broker's own topic is not held to the user-facing partition limit.
+            let mut budget = topics::PartitionBudget::new(img, usize::MAX / 2, 1);
+            topics::plan_create(
+                img,
+                &mut budget,
+                groups::OFFSETS_TOPIC,
+                partitions,
+                1,
+                configs,
+            )
+            .map(|r| vec![r])
         })
         .await;
     if let Err(e) = created {

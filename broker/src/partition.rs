@@ -19,6 +19,12 @@ pub const LEADER_EPOCH: i32 = 0;
 const TERM: Term = Term(0);
 /// Largest read while rebuilding producer state at open.
 const REBUILD_CHUNK_BYTES: usize = 8 << 20;
+/// Bytes appended between two producer-state snapshots, so opening a partition replays at
+/// most about this much of its log (Kafka snapshots at segment roll, which for 1 GiB
+/// segments can mean replaying a whole segment).
+const PRODUCER_SNAPSHOT_INTERVAL_BYTES: u64 = 64 << 20;
+/// Format version of the producer-state snapshot.
+const SNAPSHOT_VERSION: u8 = 1;
 
 #[derive(Clone, Copy, Debug)]
 struct SeqBatch {
@@ -61,6 +67,8 @@ pub struct Partition {
     append_lock: Semaphore,
     waiters: RefCell<Vec<flume::Sender<()>>>,
     log_append_time: Cell<bool>,
+    /// Bytes appended since the last producer-state snapshot.
+    unsnapshotted_bytes: Cell<u64>,
 }
 
 fn storage_error_code(e: &StorageError) -> ResponseError {
@@ -97,15 +105,28 @@ impl Partition {
             append_lock: Semaphore::new(1),
             waiters: RefCell::new(Vec::new()),
             log_append_time: Cell::new(log_append_time),
+            unsnapshotted_bytes: Cell::new(0),
         });
         p.rebuild_producer_state().await?;
         Ok(p)
     }
 
-    /// Replays batch headers to restore idempotent-producer state and the max timestamp.
+    /// Restores idempotent-producer state and the max timestamp: from the newest snapshot,
+    /// then by replaying the batch headers written after it.
     async fn rebuild_producer_state(&self) -> Result<(), StorageError> {
         let end = Offset(self.hw.get());
         let mut next = self.log.start().offset;
+        if let Some((at, bytes)) = self.log.load_snapshot().await {
+            match self.restore_snapshot(&bytes) {
+                Some(()) => next = next.max(at),
+                None => {
+                    warn!(topic = %self.topic, partition = self.index,
+                        "producer-state snapshot does not decode; replaying the whole log");
+                    self.producers.borrow_mut().clear();
+                    self.max_timestamp.set((-1, -1));
+                }
+            }
+        }
         while next < end {
             let batches = self.log.read(next, REBUILD_CHUNK_BYTES, end).await?;
             let Some(last) = batches.last() else { break };
@@ -139,6 +160,86 @@ impl Partition {
             if s.recent.len() > PRODUCER_BATCHES_REMEMBERED {
                 s.recent.pop_front();
             }
+        }
+    }
+
+    /// The producer state and max timestamp, encoded for a snapshot.
+    fn encode_snapshot(&self) -> Vec<u8> {
+        let producers = self.producers.borrow();
+        let mut b = Vec::with_capacity(32 + producers.len() * 64);
+        b.push(SNAPSHOT_VERSION);
+        let (ts, ts_offset) = self.max_timestamp.get();
+        b.extend_from_slice(&ts.to_le_bytes());
+        b.extend_from_slice(&ts_offset.to_le_bytes());
+        b.extend_from_slice(&(producers.len() as u32).to_le_bytes());
+        for (pid, s) in producers.iter() {
+            b.extend_from_slice(&pid.to_le_bytes());
+            b.extend_from_slice(&s.epoch.to_le_bytes());
+            b.push(s.recent.len() as u8);
+            for r in &s.recent {
+                b.extend_from_slice(&r.first_seq.to_le_bytes());
+                b.extend_from_slice(&r.last_seq.to_le_bytes());
+                b.extend_from_slice(&r.base_offset.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// Replaces the producer state with a snapshot's; `None` if it does not decode.
+    fn restore_snapshot(&self, mut b: &[u8]) -> Option<()> {
+        fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+            let (head, rest) = b.split_first_chunk::<N>()?;
+            *b = rest;
+            Some(*head)
+        }
+        if take::<1>(&mut b)?[0] != SNAPSHOT_VERSION {
+            return None;
+        }
+        let ts = i64::from_le_bytes(take(&mut b)?);
+        let ts_offset = i64::from_le_bytes(take(&mut b)?);
+        let n = u32::from_le_bytes(take(&mut b)?);
+        let mut producers = HashMap::new();
+        for _ in 0..n {
+            let pid = i64::from_le_bytes(take(&mut b)?);
+            let epoch = i16::from_le_bytes(take(&mut b)?);
+            let k = take::<1>(&mut b)?[0] as usize;
+            if k > PRODUCER_BATCHES_REMEMBERED {
+                return None;
+            }
+            let mut recent = VecDeque::with_capacity(k);
+            for _ in 0..k {
+                recent.push_back(SeqBatch {
+                    first_seq: i32::from_le_bytes(take(&mut b)?),
+                    last_seq: i32::from_le_bytes(take(&mut b)?),
+                    base_offset: u64::from_le_bytes(take(&mut b)?),
+                });
+            }
+            producers.insert(pid, ProducerState { epoch, recent });
+        }
+        if !b.is_empty() {
+            return None;
+        }
+        *self.producers.borrow_mut() = producers;
+        self.max_timestamp.set((ts, ts_offset));
+        Some(())
+    }
+
+    /// Saves the producer state as of the log's end. Called under `append_lock` (or with no
+    /// appends running), so the state covers exactly the entries before that end.
+    async fn save_snapshot(&self) {
+        let at = self.log.end().next_offset;
+        let state = self.encode_snapshot();
+        self.unsnapshotted_bytes.set(0);
+        if let Err(e) = self.log.save_snapshot(at, &state).await {
+            warn!(topic = %self.topic, partition = self.index, error = %e,
+                "could not save a producer-state snapshot");
+        }
+    }
+
+    /// At clean shutdown: a snapshot at the end, so the next open replays nothing.
+    pub async fn snapshot_at_close(&self) {
+        if self.log.end().next_offset > Offset(0) {
+            self.save_snapshot().await;
         }
     }
 
@@ -240,6 +341,11 @@ impl Partition {
             }
             self.note_batch(&h, a.base_offset.0);
             first_base.get_or_insert(a.base_offset.0);
+            self.unsnapshotted_bytes
+                .set(self.unsnapshotted_bytes.get() + b.len() as u64);
+        }
+        if self.unsnapshotted_bytes.get() >= PRODUCER_SNAPSHOT_INTERVAL_BYTES {
+            self.save_snapshot().await;
         }
         drop(_permit);
         if acks == -1 {

@@ -3,7 +3,7 @@
 //! run on the receiving shard) over bounded cross-shard queues.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -15,7 +15,7 @@ use sluice_protocol::{ResponseError, VersionTable};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::config::{Config, PARTITION_OPEN_CONCURRENCY};
 use crate::metadata::{MetaError, MetaRecord, MetadataImage, MetadataStore, Topic};
 use crate::partition::Partition;
 
@@ -51,6 +51,10 @@ pub struct Shard {
     pub inflight_bytes: Rc<Semaphore>,
     peers: Vec<flume::Sender<Job>>,
     partitions: RefCell<HashMap<(Uuid, i32), Rc<Partition>>>,
+    /// Partitions of this broker whose log could not be opened (out of descriptors or
+    /// memory, a bad directory), on every shard: their owner answers KAFKA_STORAGE_ERROR,
+    /// Metadata reports them offline, and the next metadata change retries them.
+    offline: RefCell<HashSet<(Uuid, i32)>>,
     metadata: RefCell<Arc<MetadataImage>>,
     /// Shard 0 only. Taken out while a change is being committed (serialized by `meta_lock`).
     meta_store: RefCell<Option<MetadataStore>>,
@@ -76,6 +80,7 @@ impl Shard {
             inflight_bytes: Rc::new(Semaphore::new(budget)),
             peers,
             partitions: RefCell::new(HashMap::new()),
+            offline: RefCell::new(HashSet::new()),
             metadata: RefCell::new(Arc::new(MetadataImage::default())),
             meta_store: RefCell::new(None),
             meta_lock: Semaphore::new(1),
@@ -165,10 +170,31 @@ impl Shard {
                     debug_assert_eq!(s.owner_of(&topic_id, partition), s.id);
                     Ok(f(p).await)
                 }
+                None if s.is_offline(&topic_id, partition) => Err(ResponseError::KafkaStorageError),
                 None => Err(ResponseError::UnknownTopicOrPartition),
             }
         })
         .await
+    }
+
+    /// Whether this broker holds the partition but could not open its log.
+    pub fn is_offline(&self, topic_id: &Uuid, partition: i32) -> bool {
+        self.offline.borrow().contains(&(*topic_id, partition))
+    }
+
+    /// Tells every shard that a partition went offline (or came back).
+    async fn announce_offline(self: &Rc<Self>, key: (Uuid, i32), offline: bool) {
+        for target in 0..self.count {
+            self.run_on(target, move |s| async move {
+                let mut set = s.offline.borrow_mut();
+                if offline {
+                    set.insert(key);
+                } else {
+                    set.remove(&key);
+                }
+            })
+            .await;
+        }
     }
 
     /// Changes cluster metadata: `plan` runs on shard 0 against the current image and
@@ -241,6 +267,9 @@ impl Shard {
     /// config changes, and closes and deletes those whose topic is gone.
     async fn apply_image(self: Rc<Self>, image: Arc<MetadataImage>) {
         *self.metadata.borrow_mut() = image.clone();
+        self.offline
+            .borrow_mut()
+            .retain(|(id, p)| image.topic_by_id(id).is_some_and(|t| *p < t.partitions));
         let gone: Vec<Rc<Partition>> = {
             let mut parts = self.partitions.borrow_mut();
             let keys: Vec<_> = parts
@@ -261,34 +290,58 @@ impl Shard {
                 warn!(error = %e, "could not delete a deleted partition's directory");
             }
         }
+        let mut to_open = Vec::new();
         for t in image.topics.values() {
             for p in 0..t.partitions {
                 if self.owner_of(&t.id, p) != self.id {
                     continue;
                 }
-                let existing = self.local_partition(&t.id, p);
-                match existing {
+                match self.local_partition(&t.id, p) {
                     Some(part) => {
                         part.set_config(self.config.log_config(&t.configs), log_append_time(t))
                     }
-                    None => self.open_partition(t, p).await,
+                    None => to_open.push((t.clone(), p)),
                 }
             }
         }
+        // Opens overlap their I/O (index reads, the tail block's rewrite and sync), so a
+        // shard with thousands of partitions starts in a fraction of the serial time.
+        let slots = Rc::new(Semaphore::new(PARTITION_OPEN_CONCURRENCY as u64));
+        let tasks: Vec<_> = to_open
+            .into_iter()
+            .map(|(t, p)| {
+                let (s, slots) = (self.clone(), slots.clone());
+                glommio::spawn_local(async move {
+                    let _slot = slots.acquire_permit(1).await;
+                    s.open_partition(&t, p).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
     }
 
-    async fn open_partition(&self, t: &Topic, p: i32) {
+    async fn open_partition(self: &Rc<Self>, t: &Topic, p: i32) {
         let dir = partition_dir(&self.config.data_dir, &t.name, p);
         let config = self.config.log_config(&t.configs);
+        let key = (t.id, p);
         match Partition::open(&dir, t.name.clone(), p, config, log_append_time(t)).await {
             Ok(part) => {
-                self.partitions.borrow_mut().insert((t.id, p), part);
+                self.partitions.borrow_mut().insert(key, part);
+                if self.is_offline(&t.id, p) {
+                    info!(topic = %t.name, partition = p, "offline partition opened; serving it again");
+                    self.announce_offline(key, false).await;
+                }
             }
             Err(e) => {
-                // Storage that can't open is an environment failure; serving without the
-                // partition would silently lose it, so the broker stops.
-                tracing::error!(topic = %t.name, partition = p, error = %e, "cannot open partition; exiting");
-                std::process::exit(1);
+                // Out of descriptors or memory, or a damaged directory: this partition is
+                // offline, the others keep serving, and the next metadata change retries it.
+                if !self.is_offline(&t.id, p) {
+                    tracing::error!(topic = %t.name, partition = p, error = %e,
+                        "cannot open partition; it is offline until it can be opened");
+                    self.announce_offline(key, true).await;
+                }
             }
         }
     }
@@ -301,15 +354,29 @@ impl Shard {
             .drain()
             .map(|(_, p)| p)
             .collect();
-        for p in parts {
-            if let Err(e) = p.make_durable().await {
-                warn!(topic = %p.topic, partition = p.index, error = ?e, "flush at shutdown failed");
-            }
-            if let Ok(p) = Rc::try_unwrap(p) {
-                if let Err(e) = p.log.close().await {
-                    warn!(error = %e, "closing a partition log failed");
-                }
-            }
+        // Overlapped like opens, so stopping thousands of partitions takes seconds, not minutes.
+        let slots = Rc::new(Semaphore::new(PARTITION_OPEN_CONCURRENCY as u64));
+        let tasks: Vec<_> = parts
+            .into_iter()
+            .map(|p| {
+                let slots = slots.clone();
+                glommio::spawn_local(async move {
+                    let _slot = slots.acquire_permit(1).await;
+                    if let Err(e) = p.make_durable().await {
+                        warn!(topic = %p.topic, partition = p.index, error = ?e, "flush at shutdown failed");
+                    } else {
+                        p.snapshot_at_close().await;
+                    }
+                    if let Ok(p) = Rc::try_unwrap(p) {
+                        if let Err(e) = p.log.close().await {
+                            warn!(error = %e, "closing a partition log failed");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
         }
         let store = self.meta_store.borrow_mut().take();
         if let Some(store) = store {

@@ -24,9 +24,48 @@ impl TopicError {
     }
 }
 
-/// Checks a new topic against the image and returns the record that creates it.
+/// Partitions the broker may still take in one metadata change: `topic.partitions.per.shard`
+/// times the shard count, less those in the image and those planned earlier in the change.
+pub struct PartitionBudget {
+    left: i64,
+    limit_per_shard: usize,
+    shards: usize,
+}
+
+impl PartitionBudget {
+    pub fn new(image: &MetadataImage, limit_per_shard: usize, shards: usize) -> Self {
+        let held: i64 = image.topics.values().map(|t| t.partitions as i64).sum();
+        PartitionBudget {
+            left: (limit_per_shard * shards) as i64 - held,
+            limit_per_shard,
+            shards,
+        }
+    }
+
+    /// Takes `n` partitions, or refuses naming the limit.
+    pub fn take(&mut self, n: i32) -> Result<(), TopicError> {
+        if n as i64 > self.left {
+            return Err(TopicError::new(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "{n} more partitions would exceed the broker's limit of {}                      (topic.partitions.per.shard = {} x {} shards); {} can still be created",
+                    self.limit_per_shard * self.shards,
+                    self.limit_per_shard,
+                    self.shards,
+                    self.left.max(0)
+                ),
+            ));
+        }
+        self.left -= n as i64;
+        Ok(())
+    }
+}
+
+/// Checks a new topic against the image and the budget, and returns the record that creates
+/// it (taking its partitions from the budget).
 pub fn plan_create(
     image: &MetadataImage,
+    budget: &mut PartitionBudget,
     name: &str,
     partitions: i32,
     replication_factor: i16,
@@ -61,6 +100,7 @@ pub fn plan_create(
         validate_topic_config(k, v)
             .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
     }
+    budget.take(partitions)?;
     Ok(MetaRecord::TopicCreated {
         name: name.to_string(),
         id: Uuid::new_v4(),

@@ -14,7 +14,7 @@ use super::admin::{change_metadata, duplicates, error_fields};
 use crate::config::MAX_PARTITIONS_PER_TOPIC;
 use crate::metadata::{MetaRecord, MetadataImage};
 use crate::shard::Shard;
-use crate::topics::TopicError;
+use crate::topics::{PartitionBudget, TopicError};
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 3);
 
@@ -36,7 +36,9 @@ pub async fn handle(s: &Rc<Shard>, r: CreatePartitionsRequest) -> CreatePartitio
     let dup = duplicates(&names);
     let grows: Vec<Grow> = r.topics.iter().map(grow_of).collect();
     let node = s.config.node_id;
+    let (per_shard, shards) = (s.config.topic_partitions_per_shard, s.count);
     let planned = change_metadata(s, r.validate_only, move |image| {
+        let mut budget = PartitionBudget::new(image, per_shard, shards);
         let mut records = Vec::new();
         let outcomes: Vec<Result<(), TopicError>> = grows
             .iter()
@@ -48,7 +50,7 @@ pub async fn handle(s: &Rc<Shard>, r: CreatePartitionsRequest) -> CreatePartitio
                         "Duplicate topic in the request.",
                     ));
                 }
-                records.push(plan_grow(image, g, node)?);
+                records.push(plan_grow(image, &mut budget, g, node)?);
                 Ok(())
             })
             .collect();
@@ -88,7 +90,12 @@ fn grow_of(t: &CreatePartitionsTopic) -> Grow {
     }
 }
 
-fn plan_grow(image: &MetadataImage, g: &Grow, node: i32) -> Result<MetaRecord, TopicError> {
+fn plan_grow(
+    image: &MetadataImage,
+    budget: &mut PartitionBudget,
+    g: &Grow,
+    node: i32,
+) -> Result<MetaRecord, TopicError> {
     let topic = image.topic(&g.name).ok_or_else(|| {
         TopicError::new(
             ResponseError::UnknownTopicOrPartition,
@@ -136,6 +143,7 @@ fn plan_grow(image: &MetadataImage, g: &Grow, node: i32) -> Result<MetaRecord, T
             ));
         }
     }
+    budget.take(g.count - topic.partitions)?;
     Ok(MetaRecord::PartitionsCreated {
         id: topic.id,
         count: g.count,

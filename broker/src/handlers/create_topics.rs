@@ -18,7 +18,7 @@ use super::str_bytes;
 use crate::config::Config;
 use crate::metadata::MetaRecord;
 use crate::shard::Shard;
-use crate::topics::{plan_create, TopicError};
+use crate::topics::{plan_create, PartitionBudget, TopicError};
 
 /// kafka-go's `Conn` sends v2; v5 adds the created topic's settings to the answer, v7 its id.
 pub const VERSIONS: VersionRange = VersionRange::new(2, 7);
@@ -60,7 +60,9 @@ pub async fn handle(s: &Rc<Shard>, r: CreateTopicsRequest) -> CreateTopicsRespon
         .collect();
     let wanted: Vec<Option<Wanted>> = checked.iter().map(|c| c.as_ref().ok().cloned()).collect();
     let validate_only = r.validate_only;
+    let (per_shard, shards) = (s.config.topic_partitions_per_shard, s.count);
     let planned = change_metadata(s, validate_only, move |image| {
+        let mut budget = PartitionBudget::new(image, per_shard, shards);
         let mut records = Vec::new();
         let outcomes: Vec<Option<Result<Created, TopicError>>> = wanted
             .into_iter()
@@ -69,6 +71,7 @@ pub async fn handle(s: &Rc<Shard>, r: CreateTopicsRequest) -> CreateTopicsRespon
                 Some(
                     plan_create(
                         image,
+                        &mut budget,
                         &w.name,
                         w.partitions,
                         w.replication_factor,

@@ -18,7 +18,7 @@ use super::{str_bytes, topic_name};
 use crate::metadata::{MetadataImage, Topic};
 use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
-use crate::topics::plan_create;
+use crate::topics::{plan_create, PartitionBudget};
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 13);
 
@@ -45,13 +45,16 @@ pub async fn handle(s: &Rc<Shard>, r: MetadataRequest, version: i16) -> Metadata
             .collect();
         if !missing.is_empty() {
             let partitions = s.config.num_partitions;
+            let (per_shard, shards) = (s.config.topic_partitions_per_shard, s.count);
             let updated = s
                 .update_metadata(move |img| {
+                    let mut budget = PartitionBudget::new(img, per_shard, shards);
                     Ok::<_, ()>(
                         missing
                             .iter()
                             .filter_map(|n| {
-                                plan_create(img, n, partitions, 1, BTreeMap::new()).ok()
+                                plan_create(img, &mut budget, n, partitions, 1, BTreeMap::new())
+                                    .ok()
                             })
                             .collect(),
                     )
@@ -134,10 +137,17 @@ fn topic_entry(s: &Shard, topic: &Topic, authorized_operations: i32) -> Metadata
         .map(|i| {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = i;
-            p.leader_id = node;
             p.leader_epoch = LEADER_EPOCH;
             p.replica_nodes = vec![node];
-            p.isr_nodes = vec![node];
+            if s.is_offline(&topic.id, i) {
+                // Kafka's answer for a partition whose only replica is on a failed log dir.
+                p.error_code = ResponseError::LeaderNotAvailable.code();
+                p.leader_id = BrokerId(-1);
+                p.offline_replicas = vec![node];
+            } else {
+                p.leader_id = node;
+                p.isr_nodes = vec![node];
+            }
             p
         })
         .collect();
