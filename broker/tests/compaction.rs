@@ -36,6 +36,7 @@ fn compacting_broker() -> Broker {
     Broker::start_with(BrokerOpts {
         cores: 2,
         extra_args: vec!["--config".into(), cfg.display().to_string()],
+        ..BrokerOpts::default()
     })
 }
 

@@ -65,6 +65,8 @@ pub struct BrokerOpts {
     pub cores: usize,
     /// Appended to the command line after the harness's own flags.
     pub extra_args: Vec<String>,
+    /// `RLIMIT_NOFILE` (soft and hard) of the broker process, set in the child before exec.
+    pub nofile: Option<u64>,
 }
 
 impl Default for BrokerOpts {
@@ -72,6 +74,7 @@ impl Default for BrokerOpts {
         BrokerOpts {
             cores: 2,
             extra_args: Vec::new(),
+            nofile: None,
         }
     }
 }
@@ -260,6 +263,9 @@ impl Broker {
                     cmd.env("RUST_BACKTRACE", "1");
                 }
                 set_parent_death_signal(&mut cmd);
+                if let Some(n) = self.opts.nofile {
+                    set_nofile_limit(&mut cmd, n);
+                }
                 let c = cmd.spawn().expect("spawn sluice");
                 *child.lock().unwrap() = Some(c);
             }
@@ -330,6 +336,14 @@ impl Broker {
                     None => None,
                 }
             }
+            _ => None,
+        }
+    }
+
+    /// Process id of the `sluice` child, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.backend {
+            Backend::Sluice { child } => child.lock().unwrap().as_ref().map(|c| c.id()),
             _ => None,
         }
     }
@@ -501,6 +515,23 @@ impl Drop for Broker {
                 eprintln!("keeping broker dir {}", d.keep().display());
             }
         }
+    }
+}
+
+fn set_nofile_limit(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
