@@ -397,3 +397,77 @@ fn concurrent_append_and_flush_share_fdatasyncs() {
         );
     });
 }
+
+#[test]
+fn state_snapshots_keep_the_newest_two_and_never_outlive_their_entries() {
+    run(|dir| async move {
+        let log = open(&dir, small_config()).await;
+        for i in 0..6 {
+            log.append(&batch(1, i, b"s"), Term(1)).await.unwrap();
+        }
+        log.flush().await.unwrap();
+        for at in [2, 4, 6] {
+            log.save_snapshot(Offset(at), format!("state@{at}").as_bytes())
+                .await
+                .unwrap();
+        }
+        // An older or equal offset than the newest is not saved again.
+        log.save_snapshot(Offset(5), b"stale").await.unwrap();
+        let saved = |dir: &std::path::Path| {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".snapshot"))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            saved(&dir),
+            vec![
+                "00000000000000000004.snapshot",
+                "00000000000000000006.snapshot"
+            ]
+        );
+        assert_eq!(
+            log.load_snapshot().await,
+            Some((Offset(6), b"state@6".to_vec()))
+        );
+        // Truncation drops snapshots that describe entries it removed.
+        log.truncate_suffix(RaftIndex(5)).await.unwrap();
+        assert_eq!(
+            log.load_snapshot().await,
+            Some((Offset(4), b"state@4".to_vec()))
+        );
+        // Appended but unflushed when the "crash" (a drop without close) came: a snapshot
+        // taken at the unflushed end is deleted at open.
+        for i in 0..3 {
+            log.append(&batch(1, 10 + i, b"u"), Term(1)).await.unwrap();
+        }
+        log.save_snapshot(log.end().next_offset, b"ahead")
+            .await
+            .unwrap();
+        let end = log.durable_end().next_offset;
+        drop(log);
+        let log = open(&dir, small_config()).await;
+        assert_eq!(log.end().next_offset, end, "unflushed entries are gone");
+        assert_eq!(
+            log.load_snapshot().await,
+            Some((Offset(4), b"state@4".to_vec()))
+        );
+        // A damaged newest snapshot falls back to the one before it.
+        log.append(&batch(1, 20, b"v"), Term(1)).await.unwrap();
+        log.flush().await.unwrap();
+        log.save_snapshot(Offset(6), b"state@6 again")
+            .await
+            .unwrap();
+        let path = dir.join("00000000000000000006.snapshot");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[13] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(
+            log.load_snapshot().await,
+            Some((Offset(4), b"state@4".to_vec()))
+        );
+    });
+}
