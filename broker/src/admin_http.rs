@@ -51,7 +51,7 @@ async fn metrics(s: &Rc<Shard>) -> String {
         let (parts, bytes) = s
             .run_on(target, |sh| async move {
                 let ps = sh.local_partitions();
-                (ps.len(), ps.iter().map(|p| p.log.size_bytes()).sum::<u64>())
+                (ps.len(), ps.iter().map(|p| p.size_bytes()).sum::<u64>())
             })
             .await;
         out.push_str(&format!(

@@ -73,7 +73,7 @@ async fn clean_once(s: &Rc<Shard>) {
             let Some(part) = s.local_partition(&t.id, p) else {
                 continue;
             };
-            let dirty = part.log.dirty_ratio();
+            let dirty = part.dirty_ratio();
             if dirty == 0.0 || dirty < ratio {
                 continue;
             }
@@ -84,7 +84,7 @@ async fn clean_once(s: &Rc<Shard>) {
                 delete_retention_ms,
                 max_key_map_bytes: s.config.log_cleaner_dedupe_buffer_size,
             };
-            match part.log.compact(&opts, &decompress).await {
+            match part.compact(&opts, &decompress).await {
                 Ok(st) if st.segments_rewritten > 0 => {
                     info!(topic = %t.name, partition = p, segments = st.segments_rewritten,
                         records_removed = st.records_removed, bytes_before = st.bytes_before,

@@ -7,8 +7,12 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::sync::Semaphore;
+use sluice_protocol::kafka_protocol::records::{Record, RecordBatchDecoder};
 use sluice_protocol::ResponseError;
-use sluice_storage::{BatchHeader, LogConfig, Offset, PartitionLog, StorageError, Term};
+use sluice_storage::{
+    BatchHeader, CompactionOptions, CompactionStats, Decompress, LogConfig, Offset, PartitionLog,
+    StorageError, Term,
+};
 use tracing::warn;
 
 /// Batches per producer whose sequence numbers are remembered for duplicate detection;
@@ -42,22 +46,50 @@ struct ProducerState {
 /// What a produce of one partition's records came to.
 #[derive(Clone, Copy, Debug)]
 pub struct ProduceOutcome {
-    pub base_offset: i64,
+    /// Offset of the first record (for a duplicate, where it was first stored).
+    pub base_offset: Offset,
+    /// The broker's timestamp with LogAppendTime; -1 otherwise (Kafka's wire value).
     pub log_append_time_ms: i64,
-    pub log_start_offset: i64,
+    pub log_start: Offset,
 }
 
 /// A partition's offsets as readers see them.
 #[derive(Clone, Copy, Debug)]
 pub struct Watermarks {
-    pub log_start: i64,
-    pub high_watermark: i64,
+    pub log_start: Offset,
+    pub high_watermark: Offset,
+}
+
+/// How durable a produce must be before it is answered: Kafka's `acks`, translated once in
+/// the produce handler. On one node "quorum" is the local fdatasync; with replication it
+/// becomes the Raft commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// acks=0: no answer is sent; durability follows in the background.
+    None,
+    /// acks=1: answered once the leader appended.
+    Leader,
+    /// acks=all (-1): answered once a quorum has it durably.
+    Quorum,
+}
+
+impl Durability {
+    /// Kafka's `acks`; anything else is INVALID_REQUIRED_ACKS.
+    pub fn from_acks(acks: i16) -> Option<Self> {
+        match acks {
+            0 => Some(Durability::None),
+            1 => Some(Durability::Leader),
+            -1 => Some(Durability::Quorum),
+            _ => None,
+        }
+    }
 }
 
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    pub log: PartitionLog,
+    /// Only `Partition` touches the log: this is the seam replication slots into.
+    log: PartitionLog,
     producers: RefCell<HashMap<i64, ProducerState>>,
     /// Offsets below this are durable (the Raft commit, for one node an fdatasync).
     hw: Cell<u64>,
@@ -243,6 +275,51 @@ impl Partition {
         }
     }
 
+    pub fn dir(&self) -> &std::path::Path {
+        self.log.dir()
+    }
+
+    /// Bytes of the partition's log on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
+    /// DeleteRecords: moves the log start to `before` (at most the high watermark) and
+    /// returns the new low watermark.
+    pub async fn delete_records(&self, before: Offset) -> Result<Offset, ResponseError> {
+        match self.log.advance_start(before).await {
+            Ok(start) => Ok(start.offset),
+            Err(e) => {
+                warn!(topic = %self.topic, partition = self.index, error = %e, "delete records failed");
+                Err(ResponseError::KafkaStorageError)
+            }
+        }
+    }
+
+    /// `retention.ms` / `retention.bytes`: deletes whole old segments; returns how many.
+    pub async fn apply_retention(&self, now_ms: u64) -> Result<usize, StorageError> {
+        self.log.apply_retention(now_ms).await
+    }
+
+    /// Share of the sealed log not yet compacted (`min.cleanable.dirty.ratio` is against it).
+    pub fn dirty_ratio(&self) -> f64 {
+        self.log.dirty_ratio()
+    }
+
+    /// Key-based compaction of the sealed segments.
+    pub async fn compact(
+        &self,
+        opts: &CompactionOptions,
+        decompress: Decompress<'_>,
+    ) -> Result<CompactionStats, StorageError> {
+        self.log.compact(opts, decompress).await
+    }
+
+    /// Closes the log (graceful shutdown); flush and snapshot first.
+    pub async fn close(self) -> Result<(), StorageError> {
+        self.log.close().await
+    }
+
     pub fn set_config(&self, config: LogConfig, log_append_time: bool) {
         self.log.set_config(config);
         self.log_append_time.set(log_append_time);
@@ -250,13 +327,15 @@ impl Partition {
 
     pub fn watermarks(&self) -> Watermarks {
         Watermarks {
-            log_start: self.log.start().offset.0 as i64,
-            high_watermark: self.hw.get() as i64,
+            log_start: self.log.start().offset,
+            high_watermark: Offset(self.hw.get()),
         }
     }
 
-    pub fn max_timestamp(&self) -> (i64, i64) {
-        self.max_timestamp.get()
+    /// The largest batch max-timestamp and that batch's last offset, if any batch has one.
+    pub fn max_timestamp(&self) -> Option<(i64, Offset)> {
+        let (ts, offset) = self.max_timestamp.get();
+        u64::try_from(offset).ok().map(|o| (ts, Offset(o)))
     }
 
     /// Checks an idempotent batch against the producer's state: `Ok(None)` to append,
@@ -300,12 +379,12 @@ impl Partition {
         }
     }
 
-    /// Appends every batch in `records`. With `acks == -1` returns only once they are
+    /// Appends every batch in `records`. With `Durability::Quorum` returns only once they are
     /// durable; otherwise durability (and the high watermark) follows in the background.
     pub async fn produce(
         self: &Rc<Self>,
         records: Bytes,
-        acks: i16,
+        durability: Durability,
         now_ms: i64,
     ) -> Result<ProduceOutcome, ResponseError> {
         let batches = split_batches(&records)?;
@@ -348,7 +427,7 @@ impl Partition {
             self.save_snapshot().await;
         }
         drop(_permit);
-        if acks == -1 {
+        if durability == Durability::Quorum {
             self.make_durable().await?;
         } else {
             let p = self.clone();
@@ -358,9 +437,9 @@ impl Partition {
             .detach();
         }
         Ok(ProduceOutcome {
-            base_offset: first_base.map_or(-1, |b| b as i64),
+            base_offset: Offset(first_base.expect("split_batches yields at least one batch")),
             log_append_time_ms: if log_append_time { now_ms } else { -1 },
-            log_start_offset: self.log.start().offset.0 as i64,
+            log_start: self.log.start().offset,
         })
     }
 
@@ -380,8 +459,8 @@ impl Partition {
     }
 
     /// Resolves when the high watermark passes `offset` or the receiver is dropped.
-    pub fn wait_for_data(&self, offset: i64) -> Option<flume::Receiver<()>> {
-        if (self.hw.get() as i64) > offset {
+    pub fn wait_for_data(&self, offset: Offset) -> Option<flume::Receiver<()>> {
+        if self.hw.get() > offset.0 {
             return None;
         }
         let (tx, rx) = flume::bounded(1);
@@ -394,13 +473,11 @@ impl Partition {
     /// Kafka read: whole batches from `offset` up to the high watermark.
     pub async fn fetch(
         &self,
-        offset: i64,
+        offset: Offset,
         max_bytes: usize,
     ) -> Result<(Vec<Bytes>, Watermarks), ResponseError> {
         let w = self.watermarks();
-        if offset < w.log_start
-            || offset > w.high_watermark.max(self.log.end().next_offset.0 as i64)
-        {
+        if offset < w.log_start || offset > w.high_watermark.max(self.log.end().next_offset) {
             return Err(ResponseError::OffsetOutOfRange);
         }
         if offset >= w.high_watermark {
@@ -408,14 +485,36 @@ impl Partition {
         }
         let batches = self
             .log
-            .read(
-                Offset(offset as u64),
-                max_bytes,
-                Offset(w.high_watermark as u64),
-            )
+            .read(offset, max_bytes, w.high_watermark)
             .await
             .map_err(|e| storage_error_code(&e))?;
         Ok((batches, w))
+    }
+
+    /// Every record of the whole batches from `from` (at least one batch, about `max_bytes`)
+    /// below the high watermark, decoded, and the offset after them. For replaying internal
+    /// topics; an undecodable batch is logged and skipped.
+    pub async fn read_records(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<(Vec<Record>, Offset), ResponseError> {
+        let (batches, _) = self.fetch(from, max_bytes).await?;
+        let mut next = from;
+        let mut records = Vec::new();
+        for b in batches {
+            let h = sluice_storage::parse_header(&b).map_err(|_| ResponseError::CorruptMessage)?;
+            next = next.max(Offset(h.base_offset as u64 + h.offset_count()));
+            let mut buf = b.clone();
+            match RecordBatchDecoder::decode(&mut buf) {
+                Ok(set) => records.extend(set.records),
+                Err(_) => {
+                    warn!(topic = %self.topic, partition = self.index, offset = h.base_offset,
+                    "undecodable batch skipped")
+                }
+            }
+        }
+        Ok((records, next))
     }
 }
 
@@ -457,7 +556,10 @@ impl Partition {
     /// First record (offset, timestamp) with timestamp >= `ts` below the high watermark.
     /// Storage finds the batch; its records are decoded (decompressed if needed) to find
     /// the record, as Kafka answers by record, not by batch.
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, ResponseError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        ts: i64,
+    ) -> Result<Option<(Offset, i64)>, ResponseError> {
         let hw = self.hw.get();
         let Some(start) = self
             .log
@@ -485,8 +587,7 @@ impl Partition {
             }
             let mut buf = batch.clone();
             let set =
-                sluice_protocol::kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
-                    .map_err(|_| ResponseError::CorruptMessage)?;
+                RecordBatchDecoder::decode(&mut buf).map_err(|_| ResponseError::CorruptMessage)?;
             let log_append = h.attributes & 0x08 != 0;
             for r in set.records {
                 let t = if log_append {
@@ -495,7 +596,7 @@ impl Partition {
                     r.timestamp
                 };
                 if t >= ts && r.offset >= self.log.start().offset.0 as i64 {
-                    return Ok(Some((r.offset, t)));
+                    return Ok(Some((Offset(r.offset as u64), t)));
                 }
             }
         }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, PARTITION_OPEN_CONCURRENCY};
 use crate::metadata::{MetaError, MetaRecord, MetadataImage, MetadataStore, Topic};
-use crate::partition::Partition;
+use crate::partition::{Durability, Partition};
 
 /// Work sent to another shard: runs there and reports back through its own channel.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -280,7 +280,7 @@ impl Shard {
             keys.iter().filter_map(|k| parts.remove(k)).collect()
         };
         for p in gone {
-            let dir = p.log.dir().to_path_buf();
+            let dir = p.dir().to_path_buf();
             info!(topic = %p.topic, partition = p.index, "deleting partition of a deleted topic");
             drop(p);
             if let Err(e) = glommio::executor()
@@ -368,7 +368,7 @@ impl Shard {
                         p.snapshot_at_close().await;
                     }
                     if let Ok(p) = Rc::try_unwrap(p) {
-                        if let Err(e) = p.log.close().await {
+                        if let Err(e) = p.close().await {
                             warn!(error = %e, "closing a partition log failed");
                         }
                     }
@@ -414,7 +414,7 @@ impl Shard {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as u64);
                     for p in s.local_partitions() {
-                        match p.log.apply_retention(now).await {
+                        match p.apply_retention(now).await {
                             Ok(0) => {}
                             Ok(n) => {
                                 info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments")
@@ -504,7 +504,7 @@ impl Shard {
                     let batch = crate::groups::offset_records(&group, &records);
                     let r = s
                         .with_group(&group.clone(), move |_, p| async move {
-                            p.produce(batch, -1, 0).await
+                            p.produce(batch, Durability::Quorum, 0).await
                         })
                         .await;
                     if !matches!(r, Ok(Ok(_))) {

@@ -8,6 +8,7 @@ use sluice_protocol::kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroup
 use sluice_protocol::{ResponseError, VersionRange};
 
 use crate::groups::{group_record, offset_records, State};
+use crate::partition::Durability;
 use crate::shard::Shard;
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 2);
@@ -29,9 +30,11 @@ pub async fn handle(s: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsRespon
                 };
                 let tombstones: Vec<_> = keys.into_iter().map(|(t, p)| (t, p, None)).collect();
                 if !tombstones.is_empty() {
-                    p.produce(offset_records(&n, &tombstones), -1, 0).await?;
+                    p.produce(offset_records(&n, &tombstones), Durability::Quorum, 0)
+                        .await?;
                 }
-                p.produce(group_record(&n, None), -1, 0).await?;
+                p.produce(group_record(&n, None), Durability::Quorum, 0)
+                    .await?;
                 sh.groups.groups.borrow_mut().remove(&n);
                 Ok(())
             })

@@ -9,8 +9,8 @@ use sluice_protocol::kafka_protocol::messages::delete_records_response::{
 };
 use sluice_protocol::kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use sluice_protocol::{ResponseError, VersionRange};
-use sluice_storage::Offset;
-use tracing::warn;
+
+use super::{kafka_offset, log_offset};
 
 use crate::shard::Shard;
 
@@ -38,16 +38,11 @@ pub async fn handle(s: &Rc<Shard>, r: DeleteRecordsRequest) -> DeleteRecordsResp
                     let hw = part.watermarks().high_watermark;
                     let target = match offset {
                         HIGH_WATERMARK => hw,
-                        o if o < 0 || o > hw => return Err(ResponseError::OffsetOutOfRange),
-                        o => o,
+                        o => log_offset(o)
+                            .filter(|&o| o <= hw)
+                            .ok_or(ResponseError::OffsetOutOfRange)?,
                     };
-                    match part.log.advance_start(Offset(target as u64)).await {
-                        Ok(start) => Ok(start.offset.0 as i64),
-                        Err(e) => {
-                            warn!(topic = %part.topic, partition = part.index, error = %e, "delete records failed");
-                            Err(ResponseError::KafkaStorageError)
-                        }
-                    }
+                    Ok(kafka_offset(part.delete_records(target).await?))
                 })
                 .await?
             })

@@ -36,7 +36,7 @@ pub async fn handle(s: &Rc<Shard>, r: DescribeLogDirsRequest) -> DescribeLogDirs
                 shard
                     .local_partitions()
                     .iter()
-                    .map(|p| (p.topic.clone(), p.index, p.log.size_bytes() as i64))
+                    .map(|p| (p.topic.clone(), p.index, p.size_bytes() as i64))
                     .collect::<Vec<_>>()
             })
             .await;

@@ -15,6 +15,7 @@ use sluice_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchRes
 use sluice_protocol::{ResponseError, VersionRange};
 use uuid::Uuid;
 
+use super::{kafka_offset, log_offset};
 use crate::config::FETCH_MAX_WAIT_MS_LIMIT;
 use crate::partition::Watermarks;
 use crate::shard::Shard;
@@ -111,10 +112,10 @@ pub async fn handle(s: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRespon
         let mut pd = PartitionData::default();
         pd.partition_index = item.partition;
         pd.error_code = g.error.map_or(0, |e| e.code());
-        pd.high_watermark = g.marks.map_or(-1, |m| m.high_watermark);
+        pd.high_watermark = g.marks.map_or(-1, |m| kafka_offset(m.high_watermark));
         // No transactions yet: everything below the high watermark is stable.
         pd.last_stable_offset = pd.high_watermark;
-        pd.log_start_offset = g.marks.map_or(-1, |m| m.log_start);
+        pd.log_start_offset = g.marks.map_or(-1, |m| kafka_offset(m.log_start));
         pd.aborted_transactions = Some(Vec::new());
         pd.preferred_read_replica = BrokerId(-1);
         pd.records = Some(concat(&g.batches));
@@ -152,6 +153,7 @@ async fn read_pass(s: &Rc<Shard>, items: &[Item], max_bytes: usize) -> Vec<Got> 
         let r = s
             .with_partition(id, partition, move |p| async move {
                 if budget_left {
+                    let offset = log_offset(offset).ok_or(ResponseError::OffsetOutOfRange)?;
                     p.fetch(offset, limit).await
                 } else {
                     Ok((Vec::new(), p.watermarks()))
@@ -191,11 +193,9 @@ async fn wait_for_any(s: &Rc<Shard>, items: &[Item], deadline: Instant) -> bool 
         };
         let offset = item.offset;
         let w = s
-            .with_partition(
-                id,
-                partition,
-                move |p| async move { p.wait_for_data(offset) },
-            )
+            .with_partition(id, partition, move |p| async move {
+                log_offset(offset).and_then(|o| p.wait_for_data(o))
+            })
             .await;
         match w {
             Ok(None) => return true, // data arrived meanwhile

@@ -9,6 +9,7 @@ use sluice_protocol::kafka_protocol::messages::list_offsets_response::{
 use sluice_protocol::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use sluice_protocol::{ResponseError, VersionRange};
 
+use super::kafka_offset;
 use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
 
@@ -42,10 +43,9 @@ pub async fn handle(s: &Rc<Shard>, r: ListOffsetsRequest, version: i16) -> ListO
                         match ts {
                             LATEST | LATEST_TIERED => Ok(Some((w.high_watermark, -1))),
                             EARLIEST | EARLIEST_LOCAL => Ok(Some((w.log_start, -1))),
-                            MAX_TIMESTAMP => {
-                                let (t, o) = part.max_timestamp();
-                                Ok((o >= w.log_start && o < w.high_watermark).then_some((o, t)))
-                            }
+                            MAX_TIMESTAMP => Ok(part.max_timestamp().and_then(|(t, o)| {
+                                (o >= w.log_start && o < w.high_watermark).then_some((o, t))
+                            })),
                             t if t >= 0 => part.offset_for_timestamp(t).await,
                             _ => Err(ResponseError::InvalidRequest),
                         }
@@ -57,7 +57,7 @@ pub async fn handle(s: &Rc<Shard>, r: ListOffsetsRequest, version: i16) -> ListO
             };
             match result {
                 Ok(Some((offset, ts))) => {
-                    pr.offset = offset;
+                    pr.offset = kafka_offset(offset);
                     pr.timestamp = ts;
                 }
                 Ok(None) => {}

@@ -2,6 +2,7 @@
 //! (`VERSIONS`) beside its code; `ROUTES` collects them, and ApiVersions is generated from
 //! that table, so what is advertised is exactly what is handled.
 
+use sluice_storage::Offset;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -200,6 +201,16 @@ pub(crate) fn topic_name(name: &str) -> TopicName {
 
 pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
+}
+
+/// A log offset as Kafka writes it.
+pub(crate) fn kafka_offset(o: Offset) -> i64 {
+    o.0 as i64
+}
+
+/// A Kafka offset from a request as a log offset; negative ones name no record.
+pub(crate) fn log_offset(o: i64) -> Option<Offset> {
+    u64::try_from(o).ok().map(Offset)
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -11,6 +11,7 @@ use sluice_protocol::{ResponseError, VersionRange};
 
 use super::now_ms;
 use crate::groups::{offset_records, Committed};
+use crate::partition::Durability;
 use crate::shard::Shard;
 
 /// v0/v1 carry ZooKeeper-era semantics no current client sends.
@@ -65,7 +66,8 @@ pub async fn handle(s: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
                 .iter()
                 .map(|(t, p, c)| (t.clone(), *p, Some(c.clone())))
                 .collect();
-            p.produce(offset_records(&g, &records), -1, 0).await?;
+            p.produce(offset_records(&g, &records), Durability::Quorum, 0)
+                .await?;
             sh.groups.apply_commits(&g, &commits);
             Ok(())
         })

@@ -13,6 +13,7 @@ use sluice_protocol::kafka_protocol::messages::{OffsetDeleteRequest, OffsetDelet
 use sluice_protocol::{ResponseError, VersionRange};
 
 use crate::groups::{offset_records, State};
+use crate::partition::Durability;
 use crate::shard::Shard;
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 0);
@@ -50,7 +51,8 @@ pub async fn handle(s: &Rc<Shard>, r: OffsetDeleteRequest) -> OffsetDeleteRespon
                     .iter()
                     .map(|(t, p)| (t.clone(), *p, None))
                     .collect();
-                p.produce(offset_records(&g, &tombstones), -1, 0).await?;
+                p.produce(offset_records(&g, &tombstones), Durability::Quorum, 0)
+                    .await?;
                 if let Some(grp) = sh.groups.groups.borrow_mut().get_mut(&g) {
                     for k in &deletable {
                         grp.offsets.remove(k);

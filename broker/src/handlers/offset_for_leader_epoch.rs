@@ -12,6 +12,7 @@ use sluice_protocol::kafka_protocol::messages::{
 };
 use sluice_protocol::{ResponseError, VersionRange};
 
+use super::kafka_offset;
 use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
 
@@ -58,7 +59,7 @@ pub async fn handle(s: &Rc<Shard>, r: OffsetForLeaderEpochRequest) -> OffsetForL
                 // an epoch after the current one, or none, is unknown (-1, -1).
                 Ok(hw) if p.leader_epoch == LEADER_EPOCH => {
                     pr.leader_epoch = LEADER_EPOCH;
-                    pr.end_offset = hw;
+                    pr.end_offset = kafka_offset(hw);
                 }
                 Ok(_) => {}
                 Err(e) => pr.error_code = e.code(),

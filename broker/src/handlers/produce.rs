@@ -10,7 +10,8 @@ use sluice_protocol::kafka_protocol::messages::produce_response::{
 use sluice_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use sluice_protocol::{ResponseError, VersionRange};
 
-use super::now_ms;
+use super::{kafka_offset, now_ms};
+use crate::partition::Durability;
 use crate::shard::Shard;
 
 /// v3 is the first with RecordBatch v2; v13 names topics by id.
@@ -20,6 +21,8 @@ const TOPIC_ID_VERSION: i16 = 13;
 
 /// `None` when acks=0: Kafka sends no response at all.
 pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    // Kafka's acks, translated once: everything below speaks durability levels.
+    let durability = Durability::from_acks(r.acks);
     let acks = r.acks;
     let transactional = r.transactional_id.is_some();
     let image = s.metadata();
@@ -40,9 +43,7 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
                 if transactional {
                     return Err(ResponseError::TransactionalIdAuthorizationFailed);
                 }
-                if !matches!(acks, -1..=1) {
-                    return Err(ResponseError::InvalidRequiredAcks);
-                }
+                let durability = durability.ok_or(ResponseError::InvalidRequiredAcks)?;
                 let (id, count) = topic_info.ok_or(if version >= TOPIC_ID_VERSION {
                     ResponseError::UnknownTopicId
                 } else {
@@ -54,7 +55,7 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
                 let records = records.ok_or(ResponseError::CorruptMessage)?;
                 let now = now_ms();
                 s.with_partition(id, index, move |p| async move {
-                    p.produce(records, acks, now).await
+                    p.produce(records, durability, now).await
                 })
                 .await?
             };
@@ -73,9 +74,9 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
             pr.log_append_time_ms = -1;
             match task.await.unwrap_or(Err(ResponseError::UnknownServerError)) {
                 Ok(o) => {
-                    pr.base_offset = o.base_offset;
+                    pr.base_offset = kafka_offset(o.base_offset);
                     pr.log_append_time_ms = o.log_append_time_ms;
-                    pr.log_start_offset = o.log_start_offset;
+                    pr.log_start_offset = kafka_offset(o.log_start);
                 }
                 Err(e) => {
                     pr.error_code = e.code();

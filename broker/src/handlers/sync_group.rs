@@ -9,6 +9,7 @@ use sluice_protocol::{ResponseError, VersionRange};
 
 use super::str_bytes;
 use crate::groups::{group_record, SyncResult};
+use crate::partition::Durability;
 use crate::shard::Shard;
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 5);
@@ -36,7 +37,7 @@ pub async fn handle(s: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
                     .borrow()
                     .get(&g)
                     .and_then(|x| x.protocol_type.clone());
-                p.produce(group_record(&g, Some(protocol_type)), -1, 0)
+                p.produce(group_record(&g, Some(protocol_type)), Durability::Quorum, 0)
                     .await?;
             }
             Ok::<_, ResponseError>(rx)
