@@ -23,10 +23,10 @@ pub const LEADER_EPOCH: i32 = 0;
 const TERM: Term = Term(0);
 /// Largest read while rebuilding producer state at open.
 const REBUILD_CHUNK_BYTES: usize = 8 << 20;
-/// Bytes appended between two producer-state snapshots, so opening a partition replays at
-/// most about this much of its log (Kafka snapshots at segment roll, which for 1 GiB
+/// Bytes appended between two producer-state snapshots (the active segment's recovery
+/// checkpoint interval), so opening a partition replays at most about this much of its log (Kafka snapshots at segment roll, which for 1 GiB
 /// segments can mean replaying a whole segment).
-const PRODUCER_SNAPSHOT_INTERVAL_BYTES: u64 = 64 << 20;
+const PRODUCER_SNAPSHOT_INTERVAL_BYTES: u64 = 32 << 20;
 /// Format version of the producer-state snapshot.
 const SNAPSHOT_VERSION: u8 = 1;
 

@@ -23,11 +23,17 @@ pub const READ_CHUNK_BYTES: usize = 64 << 10;
 /// blocks already inside the file instead of extending it. ext4 completes a direct write
 /// that extends the file synchronously, which makes io_uring hand every append to a kernel
 /// worker thread competing with the shard for its core; an overwrite is issued inline.
-/// Capped at a quarter of `segment.bytes` for small segments.
+/// Capped at a quarter of `segment.bytes` for small segments. A log starts at
+/// `PREALLOCATE_MIN_BYTES` and doubles the step each time it uses one up, so an idle or slow
+/// partition costs tens of KiB of disk, not a MiB (10,000 partitions would hold 10 GB of zeros).
 pub const PREALLOCATE_BYTES: u64 = 1 << 20;
+pub const PREALLOCATE_MIN_BYTES: u64 = 64 << 10;
 /// Durable bytes of the active segment between two writes of its index checkpoint, so
-/// recovery after a crash scans at most this much of it instead of the whole segment.
-pub const RECOVERY_CHECKPOINT_BYTES_DEFAULT: u64 = 64 << 20;
+/// recovery after a crash scans at most this much of it instead of the whole segment. The
+/// interval also grows to `RECOVERY_CHECKPOINT_INDEX_RATIO` times the checkpoint's own size,
+/// which bounds the extra writes to 1/ratio of the data.
+pub const RECOVERY_CHECKPOINT_BYTES_DEFAULT: u64 = 32 << 20;
+pub const RECOVERY_CHECKPOINT_INDEX_RATIO: u64 = 8;
 /// Largest opaque payload of a Raft-internal entry.
 pub const MAX_INTERNAL_ENTRY_BYTES: usize = 1 << 20;
 

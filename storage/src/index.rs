@@ -17,6 +17,8 @@ const TIME_MAGIC: u32 = 0x54494c53; // "SLIT"
 const VERSION: u32 = 1;
 const OFFSET_ENTRY_BYTES: usize = 24;
 const TIME_ENTRY_BYTES: usize = 16;
+/// Bytes one in-memory entry takes in the two checkpoint files.
+pub const ENTRY_BYTES: usize = OFFSET_ENTRY_BYTES + TIME_ENTRY_BYTES;
 const SUMMARY_BYTES: usize = 48;
 const HEADER_BYTES: usize = 12;
 

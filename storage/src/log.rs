@@ -25,7 +25,10 @@ use tracing::warn;
 
 use crate::batch;
 use crate::checkpoint::Checkpoint;
-use crate::config::{LogConfig, MAX_INTERNAL_ENTRY_BYTES, PREALLOCATE_BYTES, READ_CHUNK_BYTES};
+use crate::config::{
+    LogConfig, MAX_INTERNAL_ENTRY_BYTES, PREALLOCATE_BYTES, PREALLOCATE_MIN_BYTES,
+    READ_CHUNK_BYTES, RECOVERY_CHECKPOINT_INDEX_RATIO,
+};
 use crate::error::StorageError;
 use crate::frame::{self, FRAME_HEADER_BYTES};
 use crate::index;
@@ -131,6 +134,8 @@ struct Inner {
     durable_size: u64,
     /// The active segment's file length: data, then zeros written ahead (`PREALLOCATE_BYTES`).
     prealloc_end: u64,
+    /// Zeros the next extension writes ahead; doubles with each one (`PREALLOCATE_MIN_BYTES`).
+    prealloc_step: u64,
     durable: LogEnd,
     /// Recent frames, a contiguous suffix of the log. Unflushed frames are always here.
     cache: VecDeque<StoredFrame>,
@@ -568,7 +573,12 @@ impl PartitionLog {
             b[..len].copy_from_slice(&inner.tail);
             b[len..].fill(0);
             // Everything appended is in this flush, so the summary describes exactly `size`.
-            let due = size - inner.checkpointed_size >= inner.config.recovery_checkpoint_bytes;
+            let index_bytes = (a.entries.len() * index::ENTRY_BYTES) as u64;
+            let interval = inner
+                .config
+                .recovery_checkpoint_bytes
+                .max(index_bytes * RECOVERY_CHECKPOINT_INDEX_RATIO);
+            let due = size - inner.checkpointed_size >= interval;
             let checkpoint = due.then(|| {
                 let (idx, time) = index::encode(&a.summary, &a.entries);
                 (a.index_paths(), idx, time)
@@ -578,9 +588,9 @@ impl PartitionLog {
         let want = buf.len();
         let (prealloc_end, step) = {
             let inner = self.inner.borrow();
-            let step =
+            let cap =
                 align_down(inner.config.segment_bytes / 4).clamp(BLOCK_BYTES, PREALLOCATE_BYTES);
-            (inner.prealloc_end, step)
+            (inner.prealloc_end, inner.prealloc_step.min(cap))
         };
         if pos + want as u64 > prealloc_end {
             // Extend the file once per `step`, so the data writes in between overwrite.
@@ -590,7 +600,9 @@ impl PartitionLog {
             file.write_at(zeros, prealloc_end)
                 .await
                 .map_err(|e| StorageError::io("preallocate segment", &path, e))?;
-            self.inner.borrow_mut().prealloc_end = new_end;
+            let mut inner = self.inner.borrow_mut();
+            inner.prealloc_end = new_end;
+            inner.prealloc_step = (step * 2).min(PREALLOCATE_BYTES);
         }
         let n = file
             .write_at(buf, pos)
@@ -1257,6 +1269,17 @@ impl PartitionLog {
         let ((ip, tp), (idx, time)) = active;
         write_small_file(&ip, &idx).await?;
         write_small_file(&tp, &time).await?;
+        // Without the zeros written ahead, the next open has no padding to read through.
+        let (file_ref, size) = {
+            let inner = self.inner.borrow();
+            (inner.active().file(), inner.active().summary.size)
+        };
+        file_ref
+            .open()
+            .await?
+            .truncate(align_up(size))
+            .await
+            .map_err(|e| StorageError::io("truncate segment", &file_ref.path, e))?;
         Ok(())
     }
 }

@@ -215,6 +215,14 @@ async fn restart_if_start_past_end(
 /// rewritten zero padded and anything after it removed, so stale bytes never revive. Returns
 /// the partly filled tail block, which the log keeps in memory.
 async fn seal_active_tail(active: &Segment) -> Result<Vec<u8>, StorageError> {
+    // An empty file of an empty segment (a new or idle partition) has nothing to make
+    // durable: no descriptor, no sync.
+    let file_len = std::fs::metadata(&active.path)
+        .map_err(|e| StorageError::io("stat segment", &active.path, e))?
+        .len();
+    if active.summary.size == 0 && file_len == 0 {
+        return Ok(Vec::new());
+    }
     let size = active.summary.size;
     let tail_start = align_down(size);
     let active_file = active.file().open().await?;
@@ -284,6 +292,7 @@ impl PartitionLog {
             tail_start,
             durable_size: size,
             prealloc_end: align_up(size),
+            prealloc_step: PREALLOCATE_MIN_BYTES,
             durable: LogEnd::default(),
             cache: VecDeque::new(),
             cache_bytes: 0,
