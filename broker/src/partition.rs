@@ -27,6 +27,8 @@ const REBUILD_CHUNK_BYTES: usize = 8 << 20;
 /// checkpoint interval), so opening a partition replays at most about this much of its log (Kafka snapshots at segment roll, which for 1 GiB
 /// segments can mean replaying a whole segment).
 const PRODUCER_SNAPSHOT_INTERVAL_BYTES: u64 = 32 << 20;
+/// Bytes to replay at the next open above which a clean shutdown saves a snapshot.
+const CLOSE_SNAPSHOT_MIN_BYTES: u64 = 1 << 20;
 /// Format version of the producer-state snapshot.
 const SNAPSHOT_VERSION: u8 = 1;
 
@@ -125,7 +127,8 @@ impl Partition {
         config: LogConfig,
         log_append_time: bool,
     ) -> Result<Rc<Self>, StorageError> {
-        let log = PartitionLog::open(dir, config).await?;
+        // The shard syncs the file system once for every partition it opens, before serving.
+        let log = PartitionLog::open_unsynced(dir, config).await?;
         let hw = log.durable_end().next_offset.0;
         let p = Rc::new(Partition {
             topic,
@@ -166,6 +169,8 @@ impl Partition {
             for b in &batches {
                 let h = sluice_storage::parse_header(b)?;
                 self.note_batch(&h, h.base_offset as u64);
+                self.unsnapshotted_bytes
+                    .set(self.unsnapshotted_bytes.get() + b.len() as u64);
             }
             next = Offset(last_end.base_offset as u64 + last_end.offset_count());
         }
@@ -268,9 +273,10 @@ impl Partition {
         }
     }
 
-    /// At clean shutdown: a snapshot at the end, so the next open replays nothing.
+    /// At clean shutdown: a snapshot at the end, so the next open replays (almost) nothing.
+    /// Below `CLOSE_SNAPSHOT_MIN_BYTES` to replay, replaying is cheaper than the write.
     pub async fn snapshot_at_close(&self) {
-        if self.log.end().next_offset > Offset(0) {
+        if self.unsnapshotted_bytes.get() >= CLOSE_SNAPSHOT_MIN_BYTES {
             self.save_snapshot().await;
         }
     }

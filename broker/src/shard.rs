@@ -304,8 +304,8 @@ impl Shard {
                 }
             }
         }
-        // Opens overlap their I/O (index reads, the tail block's rewrite and sync), so a
-        // shard with thousands of partitions starts in a fraction of the serial time.
+        // Opens overlap their I/O (index reads, the tail block's rewrite), so a shard with
+        // thousands of partitions starts in a fraction of the serial time.
         let slots = Rc::new(Semaphore::new(PARTITION_OPEN_CONCURRENCY as u64));
         let tasks: Vec<_> = to_open
             .into_iter()
@@ -313,35 +313,52 @@ impl Shard {
                 let (s, slots) = (self.clone(), slots.clone());
                 glommio::spawn_local(async move {
                     let _slot = slots.acquire_permit(1).await;
-                    s.open_partition(&t, p).await
+                    s.open_partition(&t, p).await.map(|part| ((t.id, p), part))
                 })
             })
             .collect();
+        let mut opened = Vec::new();
         for t in tasks {
-            t.await;
+            opened.extend(t.await);
+        }
+        if opened.is_empty() {
+            return;
+        }
+        // One sync makes what every open recovered durable, before any of it is served.
+        if let Err(e) = sluice_storage::sync_file_system(&self.config.data_dir).await {
+            tracing::error!(error = %e, partitions = opened.len(),
+                "cannot sync the data dir; the partitions just opened stay offline");
+            for (key, _) in opened {
+                if !self.is_offline(&key.0, key.1) {
+                    self.announce_offline(key, true).await;
+                }
+            }
+            return;
+        }
+        for (key, part) in opened {
+            let (topic, index) = (part.topic.clone(), part.index);
+            self.partitions.borrow_mut().insert(key, part);
+            if self.is_offline(&key.0, key.1) {
+                info!(%topic, partition = index, "offline partition opened; serving it again");
+                self.announce_offline(key, false).await;
+            }
         }
     }
 
-    async fn open_partition(self: &Rc<Self>, t: &Topic, p: i32) {
+    /// Opens one partition's log, or marks it offline (out of descriptors or memory, a
+    /// damaged directory): the others keep serving and the next metadata change retries it.
+    async fn open_partition(self: &Rc<Self>, t: &Topic, p: i32) -> Option<Rc<Partition>> {
         let dir = partition_dir(&self.config.data_dir, &t.name, p);
         let config = self.config.log_config(&t.configs);
-        let key = (t.id, p);
         match Partition::open(&dir, t.name.clone(), p, config, log_append_time(t)).await {
-            Ok(part) => {
-                self.partitions.borrow_mut().insert(key, part);
-                if self.is_offline(&t.id, p) {
-                    info!(topic = %t.name, partition = p, "offline partition opened; serving it again");
-                    self.announce_offline(key, false).await;
-                }
-            }
+            Ok(part) => Some(part),
             Err(e) => {
-                // Out of descriptors or memory, or a damaged directory: this partition is
-                // offline, the others keep serving, and the next metadata change retries it.
                 if !self.is_offline(&t.id, p) {
                     tracing::error!(topic = %t.name, partition = p, error = %e,
                         "cannot open partition; it is offline until it can be opened");
-                    self.announce_offline(key, true).await;
+                    self.announce_offline((t.id, p), true).await;
                 }
+                None
             }
         }
     }

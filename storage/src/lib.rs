@@ -31,6 +31,7 @@ pub use direct_io::check_direct_io;
 pub use error::StorageError;
 pub use files::{open_files_stats, set_open_files_max, OPEN_FILES_MAX_DEFAULT, OPEN_FILES_MIN};
 pub use log::{
-    Appended, CompactionOptions, CompactionStats, Decompress, Entry, LogEnd, LogStart, PartitionLog,
+    sync_file_system, Appended, CompactionOptions, CompactionStats, Decompress, Entry, LogEnd,
+    LogStart, PartitionLog,
 };
 pub use types::{EntryKind, Offset, RaftIndex, Term};

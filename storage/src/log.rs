@@ -38,7 +38,11 @@ use crate::types::{EntryKind, Offset, RaftIndex, Term};
 mod compact;
 mod recovery;
 pub use compact::{CompactionOptions, CompactionStats, Decompress};
+pub use recovery::sync_file_system;
 
+/// Unindexed bytes of the active segment for which `close` writes its index checkpoint;
+/// below it the next open scans them (one read) instead of reading two index files.
+const CLOSE_CHECKPOINT_MIN_BYTES: u64 = 1 << 20;
 /// Direct-I/O write unit. Writes are whole blocks at block-aligned positions.
 const BLOCK_BYTES: u64 = 4096;
 const START_CHECKPOINT_FILE: &str = "log-start";
@@ -672,14 +676,7 @@ impl PartitionLog {
         let ((idx_path, time_path), idx, time) = sealed_index;
         write_small_file(&idx_path, &idx).await?;
         write_small_file(&time_path, &time).await?;
-        let path = segment_path(&self.dir, base, "log");
-        let seg = Segment::empty(&self.dir, base, raft, term);
-        seg.file()
-            .create()
-            .await?
-            .truncate(0)
-            .await
-            .map_err(|e| StorageError::io("truncate segment", &path, e))?;
+        let seg = Segment::create(&self.dir, base, raft, term).await?;
         sync_dir(&self.dir).await?;
         let mut inner = self.inner.borrow_mut();
         inner.segments.push(seg);
@@ -1261,19 +1258,26 @@ impl PartitionLog {
     pub async fn close(self) -> Result<(), StorageError> {
         self.flush().await?;
         let _permit = self.lock().await?;
-        let active = {
+        let checkpoint = {
             let inner = self.inner.borrow();
             let a = inner.active();
-            (a.index_paths(), index::encode(&a.summary, &a.entries))
+            // Scanning a little at the next open is cheaper than writing two files now.
+            (a.summary.size - inner.checkpointed_size >= CLOSE_CHECKPOINT_MIN_BYTES)
+                .then(|| (a.index_paths(), index::encode(&a.summary, &a.entries)))
         };
-        let ((ip, tp), (idx, time)) = active;
-        write_small_file(&ip, &idx).await?;
-        write_small_file(&tp, &time).await?;
+        if let Some(((ip, tp), (idx, time))) = checkpoint {
+            write_small_file(&ip, &idx).await?;
+            write_small_file(&tp, &time).await?;
+        }
         // Without the zeros written ahead, the next open has no padding to read through.
-        let (file_ref, size) = {
+        let (file_ref, size, prealloc_end) = {
             let inner = self.inner.borrow();
-            (inner.active().file(), inner.active().summary.size)
+            let a = inner.active();
+            (a.file(), a.summary.size, inner.prealloc_end)
         };
+        if prealloc_end <= align_up(size) {
+            return Ok(());
+        }
         file_ref
             .open()
             .await?

@@ -90,6 +90,8 @@ pub(crate) struct Segment {
     pub first_append_ms: Option<u64>,
     /// A compaction pass has seen this (sealed) segment since it was opened or sealed.
     pub clean: bool,
+    /// Bytes the index checkpoint on disk covered when the log was opened.
+    pub indexed: u64,
 }
 
 impl Drop for Segment {
@@ -125,7 +127,25 @@ impl Segment {
             written: 0,
             first_append_ms: None,
             clean: false,
+            indexed: 0,
         }
+    }
+
+    /// A new empty segment whose file is created now (emptied, if a stale one is there).
+    pub async fn create(
+        dir: &Path,
+        base_offset: Offset,
+        base_raft: RaftIndex,
+        last_term: u64,
+    ) -> Result<Self, StorageError> {
+        let seg = Segment::empty(dir, base_offset, base_raft, last_term);
+        seg.file()
+            .create()
+            .await?
+            .truncate(0)
+            .await
+            .map_err(|e| StorageError::io("truncate segment", &seg.path, e))?;
+        Ok(seg)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -103,6 +103,7 @@ async fn recover_segments(
         .filter(|(s, _)| s.size <= file_size && s.next_offset >= base);
         let had_index = loaded.is_some();
         if let Some((summary, entries)) = loaded {
+            seg.indexed = summary.size;
             seg.summary = summary;
             seg.entries = entries;
             seg.bytes_since_index =
@@ -157,6 +158,7 @@ async fn recover_segments(
             if !had_index && !is_last {
                 // Rebuilt: save it so the next open does not scan again.
                 write_index(&seg).await?;
+                seg.indexed = seg.summary.size;
             }
         }
         seg.written = seg.summary.size;
@@ -197,15 +199,7 @@ async fn restart_if_start_past_end(
     }
     if segments.is_empty() {
         let s = saved_start.unwrap_or_default();
-        let path = segment_path(dir, s.offset, "log");
-        let seg = Segment::empty(dir, s.offset, s.raft_index, 0);
-        seg.file()
-            .create()
-            .await?
-            .truncate(0)
-            .await
-            .map_err(|e| StorageError::io("truncate segment", &path, e))?;
-        segments.push(seg);
+        segments.push(Segment::create(dir, s.offset, s.raft_index, 0).await?);
         sync_dir(dir).await?;
     }
     Ok(())
@@ -213,8 +207,9 @@ async fn restart_if_start_past_end(
 
 /// Makes the active segment's file end exactly at its last valid frame: the tail block is
 /// rewritten zero padded and anything after it removed, so stale bytes never revive. Returns
-/// the partly filled tail block, which the log keeps in memory.
-async fn seal_active_tail(active: &Segment) -> Result<Vec<u8>, StorageError> {
+/// the partly filled tail block, which the log keeps in memory. With `sync` the frames kept
+/// are made durable here; without, the caller syncs the whole file system once.
+async fn seal_active_tail(active: &Segment, sync: bool) -> Result<Vec<u8>, StorageError> {
     // An empty file of an empty segment (a new or idle partition) has nothing to make
     // durable: no descriptor, no sync.
     let file_len = std::fs::metadata(&active.path)
@@ -248,15 +243,48 @@ async fn seal_active_tail(active: &Segment) -> Result<Vec<u8>, StorageError> {
         .truncate(align_up(size))
         .await
         .map_err(io("truncate segment"))?;
-    active_file.fdatasync().await.map_err(io("sync segment"))?;
+    if sync {
+        active_file.fdatasync().await.map_err(io("sync segment"))?;
+    }
     Ok(tail)
+}
+
+/// Makes everything written on the file system holding `dir` durable (`syncfs`): one call
+/// covers every log opened there with `PartitionLog::open_unsynced`. It blocks, so it runs on
+/// glommio's blocking-thread pool, not on the shard.
+pub async fn sync_file_system(dir: &Path) -> Result<(), StorageError> {
+    let d = dir.to_path_buf();
+    let r = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open(&d)?;
+            // SAFETY: syncfs on a descriptor owned by `f`, alive for the call.
+            match unsafe { libc::syncfs(f.as_raw_fd()) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        })
+        .await;
+    r.map_err(|e| StorageError::io("syncfs", dir, e))
 }
 
 impl PartitionLog {
     /// Opens or creates the log in `dir`, recovering from any crash: indexes of sealed
     /// segments are trusted when whole, the active segment is validated frame by frame from
     /// its last checkpoint, and everything from the first torn or corrupt frame on is cut.
+    /// What it recovered is durable when it returns.
     pub async fn open(dir: &Path, config: LogConfig) -> Result<Self, StorageError> {
+        Self::open_with(dir, config, true).await
+    }
+
+    /// Like `open`, but the recovered frames are made durable only by a later
+    /// `sync_file_system` on this file system, which the caller must await before reading
+    /// the log as durable. Opening thousands of partitions then costs one sync, not one each.
+    pub async fn open_unsynced(dir: &Path, config: LogConfig) -> Result<Self, StorageError> {
+        Self::open_with(dir, config, false).await
+    }
+
+    async fn open_with(dir: &Path, config: LogConfig, sync: bool) -> Result<Self, StorageError> {
         let config = config.sanitized();
         // glommio opens directories by absolute path only (a relative one fails with EBADF).
         let dir = &std::path::absolute(dir).map_err(|e| StorageError::io("resolve dir", dir, e))?;
@@ -272,8 +300,9 @@ impl PartitionLog {
         restart_if_start_past_end(dir, &mut segments, saved_start).await?;
         let active = segments.last().expect("at least one segment");
         let size = active.summary.size;
+        let indexed = active.indexed;
         let tail_start = align_down(size);
-        let tail = seal_active_tail(active).await?;
+        let tail = seal_active_tail(active, sync).await?;
 
         let first = &segments[0];
         let mut start = LogStart {
@@ -298,7 +327,7 @@ impl PartitionLog {
             cache_bytes: 0,
             start,
             start_checkpoint: Some(start_checkpoint),
-            checkpointed_size: size,
+            checkpointed_size: indexed,
             snapshots: Vec::new(),
         };
         inner.durable = inner.end();
