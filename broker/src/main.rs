@@ -387,7 +387,7 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
             ]
             .into();
             // The broker's own topic is not held to the user-facing partition limit.
-            let mut budget = topics::PartitionBudget::new(img, usize::MAX / 2, 1);
+            let mut budget = topics::PartitionBudget::unlimited();
             topics::plan_create(
                 img,
                 &mut budget,

@@ -290,6 +290,7 @@ impl Shard {
                 warn!(error = %e, "could not delete a deleted partition's directory");
             }
         }
+        let mut opens: Vec<(Rc<Topic>, Vec<i32>)> = Vec::new();
         let mut to_open = Vec::new();
         for t in image.topics.values() {
             for p in 0..t.partitions {
@@ -300,27 +301,25 @@ impl Shard {
                     Some(part) => {
                         part.set_config(self.config.log_config(&t.configs), log_append_time(t))
                     }
-                    None => to_open.push((t.clone(), p)),
+                    None => to_open.push(p),
                 }
+            }
+            if !to_open.is_empty() {
+                // One copy per topic, shared by its partitions' open tasks.
+                opens.push((Rc::new(t.clone()), std::mem::take(&mut to_open)));
             }
         }
         // Opens overlap their I/O (index reads, the tail block's rewrite), so a shard with
         // thousands of partitions starts in a fraction of the serial time.
-        let slots = Rc::new(Semaphore::new(PARTITION_OPEN_CONCURRENCY as u64));
-        let tasks: Vec<_> = to_open
+        let jobs = opens
             .into_iter()
-            .map(|(t, p)| {
-                let (s, slots) = (self.clone(), slots.clone());
-                glommio::spawn_local(async move {
-                    let _slot = slots.acquire_permit(1).await;
-                    s.open_partition(&t, p).await.map(|part| ((t.id, p), part))
-                })
-            })
-            .collect();
-        let mut opened = Vec::new();
-        for t in tasks {
-            opened.extend(t.await);
-        }
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)));
+        let opened = overlapped(jobs, |(t, p)| {
+            let s = self.clone();
+            async move { s.open_partition(&t, p).await.map(|part| ((t.id, p), part)) }
+        })
+        .await;
+        let opened: Vec<_> = opened.into_iter().flatten().collect();
         if opened.is_empty() {
             return;
         }
@@ -372,29 +371,19 @@ impl Shard {
             .map(|(_, p)| p)
             .collect();
         // Overlapped like opens, so stopping thousands of partitions takes seconds, not minutes.
-        let slots = Rc::new(Semaphore::new(PARTITION_OPEN_CONCURRENCY as u64));
-        let tasks: Vec<_> = parts
-            .into_iter()
-            .map(|p| {
-                let slots = slots.clone();
-                glommio::spawn_local(async move {
-                    let _slot = slots.acquire_permit(1).await;
-                    if let Err(e) = p.make_durable().await {
-                        warn!(topic = %p.topic, partition = p.index, error = ?e, "flush at shutdown failed");
-                    } else {
-                        p.snapshot_at_close().await;
-                    }
-                    if let Ok(p) = Rc::try_unwrap(p) {
-                        if let Err(e) = p.close().await {
-                            warn!(error = %e, "closing a partition log failed");
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await;
-        }
+        overlapped(parts, |p| async move {
+            if let Err(e) = p.make_durable().await {
+                warn!(topic = %p.topic, partition = p.index, error = ?e, "flush at shutdown failed");
+            } else {
+                p.snapshot_at_close().await;
+            }
+            if let Ok(p) = Rc::try_unwrap(p) {
+                if let Err(e) = p.close().await {
+                    warn!(error = %e, "closing a partition log failed");
+                }
+            }
+        })
+        .await;
         let store = self.meta_store.borrow_mut().take();
         if let Some(store) = store {
             if let Err(e) = store.close().await {
@@ -402,6 +391,33 @@ impl Shard {
             }
         }
     }
+}
+
+/// Runs `f` on every item as tasks of this shard, at most `PARTITION_OPEN_CONCURRENCY` at a
+/// time, and returns their results in order.
+async fn overlapped<I, R, F, Fut>(items: I, f: F) -> Vec<R>
+where
+    I: IntoIterator,
+    F: Fn(I::Item) -> Fut,
+    Fut: Future<Output = R> + 'static,
+    R: 'static,
+{
+    let slots = Rc::new(Semaphore::new(PARTITION_OPEN_CONCURRENCY as u64));
+    let tasks: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let (slots, work) = (slots.clone(), f(item));
+            glommio::spawn_local(async move {
+                let _slot = slots.acquire_permit(1).await;
+                work.await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
 }
 
 fn log_append_time(t: &Topic) -> bool {

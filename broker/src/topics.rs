@@ -42,6 +42,15 @@ impl PartitionBudget {
         }
     }
 
+    /// No limit: for the broker's own topics, which exist before any user's.
+    pub fn unlimited() -> Self {
+        PartitionBudget {
+            left: i64::MAX,
+            limit_per_shard: usize::MAX,
+            shards: 1,
+        }
+    }
+
     /// Takes `n` partitions, or refuses naming the limit.
     pub fn take(&mut self, n: i32) -> Result<(), TopicError> {
         if n as i64 > self.left {

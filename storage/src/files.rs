@@ -114,25 +114,19 @@ impl Cache {
         let victims: Vec<Rc<OpenFile>> = {
             let mut open = self.open.borrow_mut();
             let mut by_use = self.by_use.borrow_mut();
-            let mut excess = self.alive.get().saturating_sub(n);
-            let mut victims = Vec::new();
+            let excess = self.alive.get().saturating_sub(n);
             let idle: Vec<(u64, FileId)> = by_use
                 .iter()
                 .filter(|(_, id)| open.get(id).is_some_and(|(f, _)| Rc::strong_count(f) == 1))
                 .take(excess)
                 .map(|(t, id)| (*t, *id))
                 .collect();
-            for (t, id) in idle {
-                if excess == 0 {
-                    break;
-                }
-                by_use.remove(&t);
-                if let Some((f, _)) = open.remove(&id) {
-                    victims.push(f);
-                    excess -= 1;
-                }
-            }
-            victims
+            idle.into_iter()
+                .filter_map(|(t, id)| {
+                    by_use.remove(&t);
+                    open.remove(&id).map(|(f, _)| f)
+                })
+                .collect::<Vec<_>>()
         };
         // Dropped outside the borrows: each drop updates the counters.
         drop(victims);
