@@ -2,7 +2,7 @@
 //! a sequence number and a CRC32C. Loading takes the valid slot with the highest sequence, so a
 //! crash in the middle of a write leaves the previous value readable.
 //!
-//! Used for the log-start checkpoint and for Raft's vote / hard state.
+//! Used for the log-start checkpoint, Raft's vote / hard state and its snapshot record.
 
 use std::path::{Path, PathBuf};
 

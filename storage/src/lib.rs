@@ -25,7 +25,7 @@ pub use batch::{
     batch_len, parse_header, validate as validate_batch, BatchError, BatchHeader,
     HEADER_BYTES as BATCH_HEADER_BYTES,
 };
-pub use checkpoint::{HardState, MAX_CHECKPOINT_BYTES};
+pub use checkpoint::{Checkpoint, HardState, MAX_CHECKPOINT_BYTES};
 pub use config::*;
 pub use direct_io::check_direct_io;
 pub use error::StorageError;

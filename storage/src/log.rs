@@ -431,29 +431,7 @@ impl PartitionLog {
     /// as its partition leader epoch, and appends it. Returns at once; the batch is durable
     /// after the next `flush`. A refused batch leaves the log untouched.
     pub async fn append(&self, batch: &[u8], term: Term) -> Result<Appended, StorageError> {
-        let max = self.inner.borrow().config.max_batch_bytes;
-        let header = batch::validate(batch, max)?;
-        self.prepare_room(FRAME_HEADER_BYTES + batch.len(), true)
-            .await?;
-        let mut inner = self.inner.borrow_mut();
-        let end = inner.end();
-        let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + batch.len());
-        let epoch = term.0.min(i32::MAX as u64) as i32;
-        let h = frame::encode(
-            &mut frame,
-            end.next_raft_index,
-            term,
-            EntryKind::Data,
-            batch,
-            |payload| batch::set_base_offset_and_epoch(payload, end.next_offset.0, epoch),
-        );
-        let appended = Appended {
-            base_offset: end.next_offset,
-            last_offset: Offset(end.next_offset.0 + header.offset_count() - 1),
-            raft_index: end.next_raft_index,
-        };
-        Self::push_frame(&mut inner, h, frame, end.next_offset);
-        Ok(appended)
+        self.append_frame(None, term, EntryKind::Data, batch).await
     }
 
     /// Appends an opaque Raft-internal entry (membership, blank leader entry). It takes a Raft
@@ -463,27 +441,73 @@ impl PartitionLog {
         payload: &[u8],
         term: Term,
     ) -> Result<RaftIndex, StorageError> {
-        if payload.len() > MAX_INTERNAL_ENTRY_BYTES {
-            return Err(StorageError::TooLarge {
-                size: payload.len(),
-                max: MAX_INTERNAL_ENTRY_BYTES,
-            });
-        }
-        self.prepare_room(FRAME_HEADER_BYTES + payload.len(), false)
+        let a = self
+            .append_frame(None, term, EntryKind::Internal, payload)
+            .await?;
+        Ok(a.raft_index)
+    }
+
+    /// Raft append: stores an entry at the Raft `index` and `term` the leader gave it, which
+    /// must be the log's next index (Raft truncates a diverging suffix first). A data entry is
+    /// validated and gets its offsets as in `append`, so replicas holding the same entries
+    /// from the same start assign the same offsets. For an internal entry the returned offsets
+    /// are both the next offset.
+    pub async fn append_entry(
+        &self,
+        index: RaftIndex,
+        term: Term,
+        kind: EntryKind,
+        payload: &[u8],
+    ) -> Result<Appended, StorageError> {
+        self.append_frame(Some(index), term, kind, payload).await
+    }
+
+    async fn append_frame(
+        &self,
+        index: Option<RaftIndex>,
+        term: Term,
+        kind: EntryKind,
+        payload: &[u8],
+    ) -> Result<Appended, StorageError> {
+        let header = match kind {
+            EntryKind::Data => {
+                let max = self.inner.borrow().config.max_batch_bytes;
+                Some(batch::validate(payload, max)?)
+            }
+            EntryKind::Internal if payload.len() > MAX_INTERNAL_ENTRY_BYTES => {
+                return Err(StorageError::TooLarge {
+                    size: payload.len(),
+                    max: MAX_INTERNAL_ENTRY_BYTES,
+                })
+            }
+            EntryKind::Internal => None,
+        };
+        self.prepare_room(FRAME_HEADER_BYTES + payload.len(), header.is_some())
             .await?;
         let mut inner = self.inner.borrow_mut();
         let end = inner.end();
+        if let Some(i) = index.filter(|&i| i != end.next_raft_index) {
+            return Err(StorageError::IndexOutOfRange(
+                i,
+                end.next_raft_index,
+                RaftIndex(end.next_raft_index.0 + 1),
+            ));
+        }
         let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
-        let h = frame::encode(
-            &mut frame,
-            end.next_raft_index,
-            term,
-            EntryKind::Internal,
-            payload,
-            |_| {},
-        );
+        let epoch = term.0.min(i32::MAX as u64) as i32;
+        let h = frame::encode(&mut frame, end.next_raft_index, term, kind, payload, |p| {
+            if header.is_some() {
+                batch::set_base_offset_and_epoch(p, end.next_offset.0, epoch)
+            }
+        });
+        let count = header.map_or(0, |h| h.offset_count());
+        let appended = Appended {
+            base_offset: end.next_offset,
+            last_offset: Offset(end.next_offset.0 + count.saturating_sub(1)),
+            raft_index: end.next_raft_index,
+        };
         Self::push_frame(&mut inner, h, frame, end.next_offset);
-        Ok(end.next_raft_index)
+        Ok(appended)
     }
 
     fn push_frame(inner: &mut Inner, h: frame::FrameHeader, frame: Vec<u8>, next: Offset) {
@@ -1176,6 +1200,61 @@ impl PartitionLog {
             raft_index: first_kept,
         })
         .await
+    }
+
+    /// Drops every entry and restarts the log empty at `start`, which must not be before the
+    /// end: a Raft snapshot past this replica's log (its start offset is the leader's, so
+    /// offsets stay the same on every replica), or a purge past the end. Durable when it
+    /// returns: the start checkpoint is stored first, so a crash before the old segments are
+    /// gone leaves a start past the recovered end, and recovery restarts the log there.
+    pub async fn reset(&self, start: LogStart, last_term: Term) -> Result<(), StorageError> {
+        let _permit = self.lock().await?;
+        let end = self.end();
+        if start.offset < end.next_offset || start.raft_index < end.next_raft_index {
+            return Err(StorageError::IndexOutOfRange(
+                start.raft_index,
+                end.next_raft_index,
+                RaftIndex(u64::MAX),
+            ));
+        }
+        let mut ckpt = self
+            .inner
+            .borrow_mut()
+            .start_checkpoint
+            .take()
+            .expect("held under io_lock");
+        let stored = ckpt.store(&encode_start(&start)).await;
+        self.inner.borrow_mut().start_checkpoint = Some(ckpt);
+        stored?;
+        let (old, snapshots) = {
+            let mut inner = self.inner.borrow_mut();
+            inner.start = start;
+            (
+                std::mem::take(&mut inner.segments),
+                std::mem::take(&mut inner.snapshots),
+            )
+        };
+        for victim in old.iter().rev() {
+            delete_segment_files(victim).await?;
+        }
+        drop(old);
+        for at in snapshots {
+            remove_if_present(&segment_path(&self.dir, at, SNAPSHOT_EXT)).await?;
+        }
+        let seg = Segment::create(&self.dir, start.offset, start.raft_index, last_term.0).await?;
+        sync_dir(&self.dir).await?;
+        let mut inner = self.inner.borrow_mut();
+        inner.segments.push(seg);
+        inner.tail.clear();
+        inner.tail_start = 0;
+        inner.durable_size = 0;
+        inner.prealloc_end = 0;
+        inner.prealloc_step = PREALLOCATE_MIN_BYTES;
+        inner.checkpointed_size = 0;
+        inner.cache.clear();
+        inner.cache_bytes = 0;
+        inner.durable = inner.end();
+        Ok(())
     }
 
     async fn set_start(&self, new: LogStart) -> Result<LogStart, StorageError> {

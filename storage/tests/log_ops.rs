@@ -471,3 +471,77 @@ fn state_snapshots_keep_the_newest_two_and_never_outlive_their_entries() {
         );
     });
 }
+
+#[test]
+fn append_entry_takes_the_leaders_index_and_term() {
+    run(|dir| async move {
+        let log = open(&dir, small_config()).await;
+        let a = log
+            .append_entry(RaftIndex(0), Term(3), EntryKind::Internal, b"m")
+            .await
+            .unwrap();
+        assert_eq!((a.base_offset, a.raft_index), (Offset(0), RaftIndex(0)));
+        let b = log
+            .append_entry(RaftIndex(1), Term(3), EntryKind::Data, &batch(2, 1, b"x"))
+            .await
+            .unwrap();
+        assert_eq!((b.base_offset, b.last_offset), (Offset(0), Offset(1)));
+        // Raft truncates before it appends: an index other than the next one is refused.
+        for wrong in [1, 3] {
+            let r = log
+                .append_entry(
+                    RaftIndex(wrong),
+                    Term(3),
+                    EntryKind::Data,
+                    &batch(1, 1, b"y"),
+                )
+                .await;
+            assert!(matches!(r, Err(StorageError::IndexOutOfRange(..))), "{r:?}");
+        }
+        assert_eq!(log.end().next_raft_index, RaftIndex(2));
+        assert_eq!(log.end().last_term, Term(3));
+    });
+}
+
+#[test]
+fn reset_restarts_the_log_past_its_end_durably() {
+    run(|dir| async move {
+        let log = open(&dir, small_config()).await;
+        log.append(&batch(5, 1, b"a"), Term(1)).await.unwrap();
+        log.flush().await.unwrap();
+        // Not before the end: that would forget entries Raft still has.
+        let early = LogStart {
+            offset: Offset(2),
+            raft_index: RaftIndex(9),
+        };
+        assert!(log.reset(early, Term(2)).await.is_err());
+        let start = LogStart {
+            offset: Offset(40),
+            raft_index: RaftIndex(9),
+        };
+        log.reset(start, Term(2)).await.unwrap();
+        assert_eq!(log.end().next_offset, Offset(40));
+        drop(log);
+        let log = open(&dir, small_config()).await;
+        assert_eq!(log.start(), start);
+        assert_eq!(log.end().next_raft_index, RaftIndex(9));
+        let a = log.append(&batch(1, 1, b"b"), Term(2)).await.unwrap();
+        assert_eq!((a.base_offset, a.raft_index), (Offset(40), RaftIndex(9)));
+    });
+}
+
+#[test]
+fn a_purge_of_internal_entries_survives_reopen() {
+    run(|dir| async move {
+        let log = open(&dir, small_config()).await;
+        for _ in 0..4 {
+            log.append_internal(b"blank", Term(1)).await.unwrap();
+        }
+        log.flush().await.unwrap();
+        log.purge_to(RaftIndex(1)).await.unwrap();
+        drop(log);
+        // The start moved by Raft index only; reopening must keep it.
+        let log = open(&dir, small_config()).await;
+        assert_eq!(log.start().raft_index, RaftIndex(2));
+    });
+}

@@ -309,8 +309,10 @@ impl PartitionLog {
             offset: first.base_offset,
             raft_index: first.summary.base_raft_index,
         };
+        // A purge of internal entries moves only the Raft index, a DeleteRecords inside a
+        // batch only the offset: either makes the saved start the real one.
         if let Some(s) = saved_start {
-            if s.offset > start.offset {
+            if s.offset > start.offset || s.raft_index > start.raft_index {
                 start = s;
             }
         }
