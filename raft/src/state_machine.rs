@@ -1,0 +1,251 @@
+//! A partition's state machine is its log: applying a committed entry moves the high
+//! watermark past the entry's offsets and records the membership. A snapshot is the applied
+//! position, the membership and the offset the log restarts at, kept in one torn-write-safe
+//! record beside the log; installing one past this replica's log restarts the log there,
+//! at the leader's offsets.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+
+use futures_util::lock::Mutex;
+use futures_util::StreamExt;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::type_config::alias::SnapshotOf;
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use sluice_storage::{Checkpoint, LogStart, Offset, PartitionLog, RaftIndex, Term};
+
+use crate::types::{AppliedBatch, Entry, LogId, PartitionRaft, SnapshotMeta, StoredMembership};
+
+/// File of the snapshot record inside a partition directory.
+pub const SNAPSHOT_FILE: &str = "raft-snapshot";
+
+/// What a snapshot carries besides its meta: the first Kafka offset after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSnapshot {
+    pub next_offset: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SavedSnapshot {
+    meta: SnapshotMeta,
+    data: PartitionSnapshot,
+}
+
+struct Applied {
+    last: Option<LogId>,
+    membership: StoredMembership,
+    /// One past the last applied data offset: the high watermark.
+    next_offset: u64,
+}
+
+type Snapshot = SnapshotOf<PartitionRaft, PartitionSnapshot>;
+
+/// The durable snapshot record and the snapshot it holds, shared with snapshot builders.
+struct Record {
+    checkpoint: Mutex<Checkpoint>,
+    current: RefCell<Option<SavedSnapshot>>,
+}
+
+impl Record {
+    async fn store(&self, s: SavedSnapshot) -> io::Result<()> {
+        let bytes = serde_json::to_vec(&s).map_err(io_err)?;
+        self.checkpoint
+            .lock()
+            .await
+            .store(&bytes)
+            .await
+            .map_err(io_err)?;
+        *self.current.borrow_mut() = Some(s);
+        Ok(())
+    }
+
+    fn current(&self) -> Option<Snapshot> {
+        self.current.borrow().as_ref().map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: s.data,
+        })
+    }
+}
+
+pub struct StateMachine {
+    log: Rc<PartitionLog>,
+    applied: Applied,
+    /// Shared with the broker: the high watermark readers may see up to.
+    high_watermark: Rc<Cell<Offset>>,
+    record: Rc<Record>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl StateMachine {
+    /// Opens the state machine of the log in `dir`. Nothing applied is stored but the
+    /// snapshot: after a restart openraft applies committed entries again from it.
+    pub async fn open(dir: &Path, log: Rc<PartitionLog>) -> io::Result<Self> {
+        let (record, saved) = Checkpoint::open(&dir.join(SNAPSHOT_FILE))
+            .await
+            .map_err(io_err)?;
+        let current: Option<SavedSnapshot> = match saved {
+            Some(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+                io_err(format!(
+                    "{}: damaged Raft snapshot record: {e}",
+                    dir.display()
+                ))
+            })?),
+            None => None,
+        };
+        let applied = match &current {
+            Some(s) => Applied {
+                last: s.meta.last_log_id,
+                membership: s.meta.last_membership.clone(),
+                next_offset: s.data.next_offset,
+            },
+            None => Applied {
+                last: None,
+                membership: StoredMembership::default(),
+                next_offset: log.start().offset.0,
+            },
+        };
+        let high_watermark = Rc::new(Cell::new(Offset(applied.next_offset)));
+        Ok(StateMachine {
+            log,
+            applied,
+            high_watermark,
+            record: Rc::new(Record {
+                checkpoint: Mutex::new(record),
+                current: RefCell::new(current),
+            }),
+        })
+    }
+
+    /// The high watermark as applying moves it.
+    pub fn high_watermark(&self) -> Rc<Cell<Offset>> {
+        self.high_watermark.clone()
+    }
+
+    fn apply_one(&mut self, entry: &Entry) -> Option<AppliedBatch> {
+        self.applied.last = Some(entry.log_id);
+        match &entry.payload {
+            EntryPayload::Blank => None,
+            EntryPayload::Membership(m) => {
+                self.applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                None
+            }
+            EntryPayload::Normal(batch) => {
+                let count = sluice_storage::parse_header(&batch.0).map_or(0, |h| h.offset_count());
+                let base = self.applied.next_offset;
+                self.applied.next_offset = base + count;
+                self.high_watermark.set(Offset(self.applied.next_offset));
+                Some(AppliedBatch {
+                    base_offset: base,
+                    last_offset: (base + count).saturating_sub(1),
+                })
+            }
+        }
+    }
+}
+
+/// Builds a snapshot of the state as applied when it was asked for.
+pub struct SnapshotBuilder {
+    saved: SavedSnapshot,
+    record: Rc<Record>,
+}
+
+impl RaftSnapshotBuilder<PartitionRaft> for SnapshotBuilder {
+    type SnapshotData = PartitionSnapshot;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        self.record.store(self.saved.clone()).await?;
+        Ok(Snapshot {
+            meta: self.saved.meta.clone(),
+            snapshot: self.saved.data,
+        })
+    }
+}
+
+impl RaftStateMachine<PartitionRaft> for StateMachine {
+    type SnapshotData = PartitionSnapshot;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        Ok((self.applied.last, self.applied.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: futures_util::Stream<Item = io::Result<EntryResponder<PartitionRaft>>>
+            + Unpin
+            + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let applied = self.apply_one(&entry);
+            if let Some(r) = responder {
+                let at = self.applied.next_offset;
+                r.send(applied.unwrap_or(AppliedBatch {
+                    base_offset: at,
+                    last_offset: at.saturating_sub(1),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            saved: SavedSnapshot {
+                meta: SnapshotMeta {
+                    last_log_id: self.applied.last,
+                    last_membership: self.applied.membership.clone(),
+                },
+                data: PartitionSnapshot {
+                    next_offset: self.applied.next_offset,
+                },
+            },
+            record: self.record.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: PartitionSnapshot,
+    ) -> io::Result<()> {
+        let end = self.log.end();
+        if let Some(last) = meta.last_log_id {
+            if last.index >= end.next_raft_index.0 {
+                // This replica's log ends before the snapshot: it restarts where the
+                // leader's log continues, at the leader's offsets.
+                let start = LogStart {
+                    offset: Offset(snapshot.next_offset),
+                    raft_index: RaftIndex(last.index + 1),
+                };
+                self.log
+                    .reset(start, Term(last.leader_id.term))
+                    .await
+                    .map_err(io_err)?;
+            }
+        }
+        self.record
+            .store(SavedSnapshot {
+                meta: meta.clone(),
+                data: snapshot,
+            })
+            .await?;
+        self.applied = Applied {
+            last: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            next_offset: snapshot.next_offset,
+        };
+        self.high_watermark.set(Offset(snapshot.next_offset));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        Ok(self.record.current())
+    }
+}
