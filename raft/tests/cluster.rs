@@ -1,0 +1,303 @@
+//! Three replicas of one partition group, each with its own `PartitionLog` directory, on one
+//! glommio executor, linked by an in-process transport whose links a test can cut. Every
+//! message crosses the transport serialized, as the inter-broker RPC will carry it. Checks
+//! what replication must guarantee: committed batches at the same offsets, byte for byte, on
+//! every replica; a new leader after the leader dies; an isolated leader commits nothing;
+//! and a restarted or healed replica converges on the leader's log.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::AsyncRuntime;
+use sluice_raft::{
+    group_config, serve, Batch, GlommioRuntime, LogStore, Network, PartitionRaftNode, RaftRequest,
+    RaftResponse, StateMachine, Transport,
+};
+use sluice_storage::{LogConfig, Offset, PartitionLog};
+
+const ELECTION_MIN: Duration = Duration::from_millis(200);
+/// Generous bound for anything that takes a few election rounds on a loaded CI machine.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A valid uncompressed RecordBatch v2 of `n` records whose record area is `tag`.
+fn batch(n: i32, tag: &[u8]) -> Bytes {
+    let mut b = vec![0u8; 61];
+    b[16] = 2;
+    b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
+    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    b[57..61].copy_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(tag);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.into()
+}
+
+#[derive(Default)]
+struct Net {
+    nodes: BTreeMap<u64, PartitionRaftNode>,
+    /// Links that drop every message, both ways.
+    cut: BTreeSet<(u64, u64)>,
+}
+
+/// The transport of the replica `from`.
+#[derive(Clone)]
+struct Link {
+    from: u64,
+    net: Rc<RefCell<Net>>,
+}
+
+impl Transport for Link {
+    async fn call(&self, to: u64, request: RaftRequest) -> Result<RaftResponse, String> {
+        let raft = {
+            let net = self.net.borrow();
+            if net.cut.contains(&(self.from, to)) {
+                return Err(format!("link {} -> {to} is cut", self.from));
+            }
+            net.nodes
+                .get(&to)
+                .cloned()
+                .ok_or(format!("broker {to} is down"))?
+        };
+        let wire = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        let request = serde_json::from_slice(&wire).map_err(|e| e.to_string())?;
+        let response = serve(&raft, request).await;
+        // A reply on a link cut meanwhile is lost too.
+        if self.net.borrow().cut.contains(&(to, self.from)) {
+            return Err(format!("link {to} -> {} is cut", self.from));
+        }
+        let wire = serde_json::to_vec(&response).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&wire).map_err(|e| e.to_string())
+    }
+}
+
+struct Replica {
+    raft: PartitionRaftNode,
+    log: Rc<PartitionLog>,
+    high_watermark: Rc<Cell<Offset>>,
+}
+
+struct Cluster {
+    root: PathBuf,
+    net: Rc<RefCell<Net>>,
+    replicas: BTreeMap<u64, Replica>,
+}
+
+impl Cluster {
+    fn dir(root: &Path, id: u64) -> PathBuf {
+        root.join(format!("n{id}"))
+    }
+
+    async fn start(&mut self, id: u64) {
+        let dir = Self::dir(&self.root, id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = Rc::new(
+            PartitionLog::open(&dir, LogConfig::default())
+                .await
+                .unwrap(),
+        );
+        let store = LogStore::open(&dir, log.clone()).await.unwrap();
+        let sm = StateMachine::open(&dir, log.clone()).await.unwrap();
+        let high_watermark = sm.high_watermark();
+        let config = Arc::new(group_config(ELECTION_MIN).unwrap());
+        let network = Network::new(Link {
+            from: id,
+            net: self.net.clone(),
+        });
+        let raft = PartitionRaftNode::new(id, config, network, store, sm)
+            .await
+            .unwrap();
+        self.net.borrow_mut().nodes.insert(id, raft.clone());
+        self.replicas.insert(
+            id,
+            Replica {
+                raft,
+                log,
+                high_watermark,
+            },
+        );
+    }
+
+    /// kill -9 as far as Raft can tell: the replica stops answering and its state is
+    /// dropped without a close; only what it flushed is in its directory.
+    async fn kill(&mut self, id: u64) {
+        self.net.borrow_mut().nodes.remove(&id);
+        let r = self.replicas.remove(&id).unwrap();
+        r.raft.shutdown().await.unwrap();
+    }
+
+    fn isolate(&self, id: u64, isolated: bool) {
+        let mut net = self.net.borrow_mut();
+        for other in [1, 2, 3].into_iter().filter(|&o| o != id) {
+            for link in [(id, other), (other, id)] {
+                if isolated {
+                    net.cut.insert(link);
+                } else {
+                    net.cut.remove(&link);
+                }
+            }
+        }
+    }
+
+    /// Waits until one of `among` leads and returns it.
+    async fn leader(&self, among: &[u64]) -> u64 {
+        let r = &self.replicas[&among[0]].raft;
+        let m = r
+            .wait(Some(WAIT))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| among.contains(&l)),
+                "a leader among the live replicas",
+            )
+            .await
+            .unwrap();
+        let leader = m.current_leader.unwrap();
+        // Writes right after an election can be refused until the leader's blank entry is
+        // applied: wait for it.
+        let lr = &self.replicas[&leader].raft;
+        lr.wait(Some(WAIT))
+            .metrics(
+                |m| {
+                    m.last_applied
+                        .is_some_and(|a| a.leader_id.term == m.current_term)
+                },
+                "the leader's own entry applied",
+            )
+            .await
+            .unwrap();
+        leader
+    }
+
+    async fn write(&self, leader: u64, n: i32, tag: &str) -> (u64, u64) {
+        let r = self.replicas[&leader]
+            .raft
+            .client_write(Batch(batch(n, tag.as_bytes())))
+            .await
+            .unwrap();
+        (r.data.base_offset, r.data.last_offset)
+    }
+
+    /// Every batch a replica has applied (below its high watermark), by offset.
+    async fn applied_batches(&self, id: u64) -> Vec<Bytes> {
+        let r = &self.replicas[&id];
+        r.log
+            .read(Offset(0), usize::MAX >> 1, r.high_watermark.get())
+            .await
+            .unwrap()
+    }
+
+    async fn converge(&self, ids: &[u64], leader: u64) {
+        let last = self.replicas[&leader]
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_log_index;
+        for id in ids {
+            self.replicas[id]
+                .raft
+                .wait(Some(WAIT))
+                .applied_index_at_least(last, "replica caught up")
+                .await
+                .unwrap();
+        }
+        let want = self.applied_batches(leader).await;
+        for id in ids {
+            assert_eq!(
+                self.applied_batches(*id).await,
+                want,
+                "replica {id} differs from the leader"
+            );
+        }
+    }
+}
+
+use openraft_rt::WatchReceiver;
+
+#[test]
+fn three_replicas_replicate_fail_over_refuse_in_a_minority_and_converge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    GlommioRuntime::run(async move {
+        let mut c = Cluster {
+            root,
+            net: Rc::default(),
+            replicas: BTreeMap::new(),
+        };
+        for id in [1, 2, 3] {
+            c.start(id).await;
+        }
+        c.replicas[&1]
+            .raft
+            .initialize(BTreeSet::from([1, 2, 3]))
+            .await
+            .unwrap();
+        let leader = c.leader(&[1, 2, 3]).await;
+
+        // Committed batches get dense offsets, the same on every replica.
+        let mut next = 0;
+        for i in 0..20 {
+            let (base, last) = c.write(leader, 3, &format!("a{i}")).await;
+            assert_eq!((base, last), (next, next + 2));
+            next += 3;
+        }
+        c.converge(&[1, 2, 3], leader).await;
+
+        // The leader dies: the others elect one of themselves and go on at the next offset.
+        c.kill(leader).await;
+        let live: Vec<u64> = [1, 2, 3].into_iter().filter(|&i| i != leader).collect();
+        let second = c.leader(&live).await;
+        for i in 0..10 {
+            let (base, _) = c.write(second, 2, &format!("b{i}")).await;
+            assert_eq!(base, next);
+            next += 2;
+        }
+        // The old leader restarts from its directory and catches up.
+        c.start(leader).await;
+        c.converge(&[1, 2, 3], second).await;
+
+        // An isolated leader cannot commit: its write never completes, and the majority
+        // elects a new leader that does.
+        c.isolate(second, true);
+        let stranded = {
+            let raft = c.replicas[&second].raft.clone();
+            GlommioRuntime::spawn(async move { raft.client_write(Batch(batch(1, b"lost"))).await })
+        };
+        let majority: Vec<u64> = [1, 2, 3].into_iter().filter(|&i| i != second).collect();
+        let third = c.leader(&majority).await;
+        let (base, _) = c.write(third, 4, "c").await;
+        assert_eq!(
+            base, next,
+            "the majority continues where the committed log ends"
+        );
+        next += 4;
+        GlommioRuntime::sleep(ELECTION_MIN).await;
+        assert!(
+            !c.applied_batches(second)
+                .await
+                .iter()
+                .any(|b| b.ends_with(b"lost")),
+            "a minority applied a write"
+        );
+        // Healed, the old leader drops its uncommitted entry and takes the majority's log.
+        c.isolate(second, false);
+        c.converge(&[1, 2, 3], third).await;
+        assert!(
+            stranded.await.unwrap().is_err(),
+            "the stranded write reports failure"
+        );
+        let all = c.applied_batches(third).await;
+        assert_eq!(all.len(), 31);
+        assert!(!all.iter().any(|b| b.ends_with(b"lost")));
+        assert_eq!(c.replicas[&third].log.end().next_offset, Offset(next));
+        for id in [1, 2, 3] {
+            c.kill(id).await;
+        }
+    });
+}
