@@ -10,18 +10,24 @@ pub const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(1_000);
 /// Heartbeats per minimum election timeout.
 const HEARTBEATS_PER_ELECTION_TIMEOUT: u64 = 10;
 
-/// openraft's config for a partition group whose election timeout starts at `election_min`
-/// . Snapshots are never taken on a
+/// The leader heartbeat interval that goes with `election_min`.
+pub fn heartbeat_interval(election_min: Duration) -> Duration {
+    (election_min / HEARTBEATS_PER_ELECTION_TIMEOUT as u32).max(Duration::from_millis(1))
+}
+
+/// openraft's config for a partition group whose election timeout starts at `election_min`.
+/// openraft's own timer is off: the shard's `Ticker` drives heartbeats and elections. Snapshots are never taken on a
 /// schedule: a partition's log is its data, and only retention or DeleteRecords may drop a
 /// prefix of it.
 pub fn group_config(election_min: Duration) -> Result<Config, openraft::ConfigError> {
     let ms = election_min.as_millis().max(10) as u64;
     Config {
         cluster_name: "sluice".into(),
-        heartbeat_interval: (ms / HEARTBEATS_PER_ELECTION_TIMEOUT).max(1),
+        heartbeat_interval: heartbeat_interval(election_min).as_millis() as u64,
         election_timeout_min: ms,
         election_timeout_max: ms * 2,
         snapshot_policy: SnapshotPolicy::Never,
+        enable_tick: false,
         ..Config::default()
     }
     .validate()

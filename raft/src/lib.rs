@@ -4,6 +4,7 @@
 //! and nowhere else.
 
 pub mod config;
+pub mod group;
 pub mod log_store;
 pub mod network;
 pub mod runtime;
@@ -11,6 +12,7 @@ pub mod state_machine;
 pub mod types;
 
 pub use config::{default_group_config, group_config, ELECTION_TIMEOUT_MIN};
+pub use group::{Group, Ticker};
 pub use log_store::{LogReader, LogStore};
 pub use network::{serve, Network, PartitionRaftNode, RaftRequest, RaftResponse, Transport};
 pub use runtime::GlommioRuntime;

@@ -3,7 +3,8 @@
 //! message crosses the transport serialized, as the inter-broker RPC will carry it. Checks
 //! what replication must guarantee: committed batches at the same offsets, byte for byte, on
 //! every replica; a new leader after the leader dies; an isolated leader commits nothing;
-//! and a restarted or healed replica converges on the leader's log.
+//! and a restarted or healed replica converges on the leader's log. openraft's own timer is
+//! off, so every heartbeat and election here comes from the brokers' `Ticker`s.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use openraft::AsyncRuntime;
 use sluice_raft::{
-    group_config, serve, Batch, GlommioRuntime, LogStore, Network, PartitionRaftNode, RaftRequest,
-    RaftResponse, StateMachine, Transport,
+    group_config, Batch, GlommioRuntime, Group, LogStore, Network, PartitionRaftNode, RaftRequest,
+    RaftResponse, StateMachine, Ticker, Transport,
 };
 use sluice_storage::{LogConfig, Offset, PartitionLog};
 
@@ -43,7 +44,7 @@ fn batch(n: i32, tag: &[u8]) -> Bytes {
 
 #[derive(Default)]
 struct Net {
-    nodes: BTreeMap<u64, PartitionRaftNode>,
+    nodes: BTreeMap<u64, Rc<Group>>,
     /// Links that drop every message, both ways.
     cut: BTreeSet<(u64, u64)>,
 }
@@ -57,7 +58,7 @@ struct Link {
 
 impl Transport for Link {
     async fn call(&self, to: u64, request: RaftRequest) -> Result<RaftResponse, String> {
-        let raft = {
+        let group = {
             let net = self.net.borrow();
             if net.cut.contains(&(self.from, to)) {
                 return Err(format!("link {} -> {to} is cut", self.from));
@@ -69,7 +70,7 @@ impl Transport for Link {
         };
         let wire = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
         let request = serde_json::from_slice(&wire).map_err(|e| e.to_string())?;
-        let response = serve(&raft, request).await;
+        let response = group.serve(request).await;
         // A reply on a link cut meanwhile is lost too.
         if self.net.borrow().cut.contains(&(to, self.from)) {
             return Err(format!("link {to} -> {} is cut", self.from));
@@ -81,6 +82,9 @@ impl Transport for Link {
 
 struct Replica {
     raft: PartitionRaftNode,
+    /// Owns the group; its ticker (one per broker, as one per shard) holds it weakly.
+    _group: Rc<Group>,
+    _ticker: Rc<Ticker>,
     log: Rc<PartitionLog>,
     high_watermark: Rc<Cell<Offset>>,
 }
@@ -115,11 +119,17 @@ impl Cluster {
         let raft = PartitionRaftNode::new(id, config, network, store, sm)
             .await
             .unwrap();
-        self.net.borrow_mut().nodes.insert(id, raft.clone());
+        let group = Group::new(raft.clone(), ELECTION_MIN);
+        let ticker = Ticker::new(ELECTION_MIN);
+        ticker.register(&group);
+        ticker.spawn();
+        self.net.borrow_mut().nodes.insert(id, group.clone());
         self.replicas.insert(
             id,
             Replica {
                 raft,
+                _group: group,
+                _ticker: ticker,
                 log,
                 high_watermark,
             },
