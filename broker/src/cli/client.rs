@@ -328,6 +328,27 @@ impl Client {
     /// Metadata of one topic, failing with the broker's error (UNKNOWN_TOPIC_OR_PARTITION for
     /// a topic that does not exist).
     pub fn topic_metadata(&mut self, topic: &str) -> Result<MetadataResponseTopic> {
+        retrying(|| self.topic_metadata_once(topic))
+    }
+
+    /// Metadata of a topic whose partitions (or partition `only`) all have a leader, waiting
+    /// (bounded) for a new topic's leaders; for commands that must reach them.
+    pub fn topic_led(&mut self, topic: &str, only: Option<i32>) -> Result<MetadataResponseTopic> {
+        retrying(|| {
+            let t = self.topic_metadata_once(topic)?;
+            match only {
+                Some(p) => leader_of(&t, p).map(|_| ())?,
+                None => {
+                    for p in &t.partitions {
+                        leader_of(&t, p.partition_index)?;
+                    }
+                }
+            }
+            Ok(t)
+        })
+    }
+
+    fn topic_metadata_once(&mut self, topic: &str) -> Result<MetadataResponseTopic> {
         let resp = self.metadata(Some(&[topic.to_string()]))?;
         let t = resp
             .topics
@@ -341,8 +362,14 @@ impl Client {
         Ok(t)
     }
 
-    /// The coordinator of `group`, via FindCoordinator.
+    /// The coordinator of `group`, via FindCoordinator, waiting (bounded) while the broker
+    /// is still electing or loading it.
     pub fn coordinator(&mut self, group: &str) -> Result<&mut Conn> {
+        let addr = retrying(|| self.find_coordinator(group))?;
+        self.conn_to(&addr)
+    }
+
+    fn find_coordinator(&mut self, group: &str) -> Result<String> {
         let conn = self.any()?;
         let v = conn.version::<FindCoordinatorRequest>()?;
         let mut req = FindCoordinatorRequest::default();
@@ -368,7 +395,48 @@ impl Client {
             check(resp.error_code, what, resp.error_message.as_ref())?;
             format!("{}:{}", resp.host, resp.port)
         };
-        self.conn_to(&addr)
+        Ok(addr)
+    }
+}
+
+/// Errors that only mean "not yet": Kafka answers the first FindCoordinator with
+/// COORDINATOR_NOT_AVAILABLE while it creates `__consumer_offsets`, a coordinator loads its
+/// groups after a restart, and a new topic's leaders take a moment to appear.
+const TRANSIENT_ERRORS: &[ResponseError] = &[
+    ResponseError::LeaderNotAvailable,
+    ResponseError::NotLeaderOrFollower,
+    ResponseError::CoordinatorLoadInProgress,
+    ResponseError::CoordinatorNotAvailable,
+    ResponseError::NotCoordinator,
+];
+/// Attempts of an operation that keeps failing with a transient error, and the pause
+/// between them: 20 × 250 ms gives a cluster 5 s to settle before the error is shown.
+const TRANSIENT_ATTEMPTS_MAX: u32 = 20;
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(250);
+
+impl CliError {
+    fn is_transient(&self) -> bool {
+        match self {
+            CliError::Refused { code, .. } | CliError::Missing { code, .. } => {
+                TRANSIENT_ERRORS.iter().any(|e| e.code() == *code)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Runs `op` until it succeeds or fails with something other than a transient error, at
+/// most `TRANSIENT_ATTEMPTS_MAX` times.
+pub fn retrying<T>(mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut attempt = 1;
+    loop {
+        match op() {
+            Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS_MAX => {
+                attempt += 1;
+                std::thread::sleep(TRANSIENT_BACKOFF);
+            }
+            r => return r,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Decodable;
 use serde_json::json;
 
-use super::client::{check, name, sb, CliError, Client, Result, LATEST};
+use super::client::{check, name, retrying, sb, CliError, Client, Result, LATEST};
 use super::output::{self, Progress};
 use super::{topic, Format, StartAt};
 
@@ -67,6 +67,10 @@ fn gid(g: &str) -> GroupId {
 
 /// Every committed offset of `group`: (topic, partition) → offset.
 pub fn committed(client: &mut Client, group: &str) -> Result<BTreeMap<(String, i32), i64>> {
+    retrying(|| committed_once(client, group))
+}
+
+fn committed_once(client: &mut Client, group: &str) -> Result<BTreeMap<(String, i32), i64>> {
     let conn = client.coordinator(group)?;
     let v = conn.version::<OffsetFetchRequest>()?;
     let mut req = OffsetFetchRequest::default().with_group_id(gid(group));
@@ -102,6 +106,15 @@ pub fn committed(client: &mut Client, group: &str) -> Result<BTreeMap<(String, i
 
 /// Commits `offsets` (partition, offset) of `topic` for `group`, outside any generation.
 pub fn commit(client: &mut Client, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<()> {
+    retrying(|| commit_once(client, group, topic, offsets))
+}
+
+fn commit_once(
+    client: &mut Client,
+    group: &str,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Result<()> {
     let conn = client.coordinator(group)?;
     let v = conn.version::<OffsetCommitRequest>()?;
     let req = OffsetCommitRequest::default()
@@ -137,6 +150,10 @@ pub fn commit(client: &mut Client, group: &str, topic: &str, offsets: &[(i32, i6
 }
 
 fn describe_group(client: &mut Client, group: &str) -> Result<DescribedGroup> {
+    retrying(|| describe_group_once(client, group))
+}
+
+fn describe_group_once(client: &mut Client, group: &str) -> Result<DescribedGroup> {
     let conn = client.coordinator(group)?;
     let v = conn.version::<DescribeGroupsRequest>()?;
     let req = DescribeGroupsRequest::default().with_groups(vec![gid(group)]);
@@ -357,16 +374,19 @@ fn delete(client: &mut Client, format: Format, groups: &[String]) -> Result<()> 
     let mut deleted = Vec::new();
     let mut first_err = None;
     for group in groups {
-        let conn = client.coordinator(group)?;
-        let v = conn.version::<DeleteGroupsRequest>()?;
-        let req = DeleteGroupsRequest::default().with_groups_names(vec![gid(group)]);
-        let resp = conn.send(&req, v)?;
-        for r in resp.results {
-            match check(r.error_code, || format!("delete group {group}"), None) {
-                Ok(()) => deleted.push(group.clone()),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+        let deleting = retrying(|| {
+            let conn = client.coordinator(group)?;
+            let v = conn.version::<DeleteGroupsRequest>()?;
+            let req = DeleteGroupsRequest::default().with_groups_names(vec![gid(group)]);
+            for r in conn.send(&req, v)?.results {
+                check(r.error_code, || format!("delete group {group}"), None)?;
+            }
+            Ok(())
+        });
+        match deleting {
+            Ok(()) => deleted.push(group.clone()),
+            Err(e) => {
+                first_err.get_or_insert(e);
             }
         }
     }

@@ -490,7 +490,9 @@ fn add_partitions(client: &mut Client, format: Format, topic: &str, num: i32) ->
     let req = CreatePartitionsRequest::default()
         .with_topics(vec![CreatePartitionsTopic::default()
             .with_name(name(topic))
-            .with_count(after)])
+            .with_count(after)
+            // null, not empty: "let the broker place them"; an empty list is zero placements.
+            .with_assignments(None)])
         .with_timeout_ms(BROKER_TIMEOUT_MS);
     let resp = conn.send(&req, v)?;
     for r in &resp.results {
@@ -578,11 +580,8 @@ fn produce(
     key: Option<String>,
     key_delim: Option<String>,
 ) -> Result<()> {
-    let meta = client.topic_metadata(topic)?;
+    let meta = client.topic_led(topic, partition)?;
     let partitions = meta.partitions.len() as i32;
-    if let Some(p) = partition {
-        leader_of(&meta, p)?;
-    }
     if key_delim.as_deref() == Some("") {
         return Err(CliError::Usage("--key-delim must not be empty".into()));
     }
@@ -667,7 +666,10 @@ fn produce(
             total += pending.records as u64;
             send_pending(client, &meta, std::mem::take(&mut pending), &mut produced)?;
             keyless_partition = None;
-            progress.update(total);
+            // Someone typing lines needs no counter drawn over them.
+            if !interactive {
+                progress.update(total);
+            }
         }
         if n == 0 {
             break;
@@ -870,12 +872,9 @@ fn consume(
     count: Option<u64>,
     group: Option<String>,
 ) -> Result<()> {
-    let mut meta = client.topic_metadata(topic)?;
+    let mut meta = client.topic_led(topic, partition)?;
     let partitions: Vec<i32> = match partition {
-        Some(p) => {
-            leader_of(&meta, p)?;
-            vec![p]
-        }
+        Some(p) => vec![p],
         None => {
             let mut ps: Vec<i32> = meta.partitions.iter().map(|p| p.partition_index).collect();
             ps.sort_unstable();
