@@ -22,10 +22,10 @@ use kafka_protocol::protocol::{
 };
 
 /// How long to wait for a TCP connection to a broker.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may wait for its response; longer than any `max_wait_ms` or
 /// `timeout_ms` the CLI sends, so a slow broker answers before we give up on it.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest response frame accepted; a fetch asks for at most `FETCH_MAX_BYTES`, so this
 /// only trips on a corrupt length prefix.
 const RESPONSE_BYTES_MAX: usize = 256 << 20;
@@ -97,25 +97,29 @@ pub fn check(code: i16, what: impl FnOnce() -> String, message: Option<&StrBytes
     })
 }
 
+/// A topic name for a request.
 pub fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-pub fn sb(s: &str) -> StrBytes {
+/// A string field for a request.
+pub fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// The highest version of each API this client can build requests for. Where Kafka moved
-/// from topic names to topic ids (Produce v13, Fetch v13, OffsetFetch v10, OffsetCommit
-/// v10) the client stays on the name-based versions, which Kafka 3.x and 4.x and Sluice
-/// all serve; elsewhere it is what kafka-protocol knows.
+/// The highest version of each API this client can build requests for: what kafka-protocol
+/// knows, except Produce and Fetch stay at v12, the last versions that name topics (v13
+/// uses topic ids), and OffsetFetch at v7, the last with one group per request (v8 batches
+/// groups). Kafka 3.x and 4.x and Sluice all serve those versions.
 fn client_max(api: ApiKey, codec_max: i16) -> i16 {
     match api {
-        ApiKey::Produce | ApiKey::Fetch => 12,
-        ApiKey::OffsetFetch => 7,
+        ApiKey::Produce | ApiKey::Fetch => TOPIC_NAME_VERSION_MAX,
+        ApiKey::OffsetFetch => OFFSET_FETCH_ONE_GROUP_VERSION_MAX,
         _ => codec_max,
     }
 }
+const TOPIC_NAME_VERSION_MAX: i16 = 12;
+const OFFSET_FETCH_ONE_GROUP_VERSION_MAX: i16 = 7;
 
 /// One connection to one broker, with the versions it advertised.
 pub struct Conn {
@@ -375,9 +379,9 @@ impl Client {
         let mut req = FindCoordinatorRequest::default();
         // v4 batched the keys; the answer's shape follows.
         if v >= 4 {
-            req.coordinator_keys = vec![sb(group)];
+            req.coordinator_keys = vec![str_bytes(group)];
         } else {
-            req.key = sb(group);
+            req.key = str_bytes(group);
         }
         let resp = conn.send(&req, v)?;
         let what = || format!("find the coordinator of group {group}");

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Decodable;
 use serde_json::json;
 
-use super::client::{check, name, retrying, sb, CliError, Client, Result, LATEST};
+use super::client::{check, name, retrying, str_bytes, CliError, Client, Result, LATEST};
 use super::output::{self, Progress};
 use super::{topic, Format, StartAt};
 
@@ -62,7 +62,7 @@ pub fn run(client: &mut Client, format: Format, cmd: GroupCommand) -> Result<()>
 }
 
 fn gid(g: &str) -> GroupId {
-    GroupId(sb(g))
+    GroupId(str_bytes(g))
 }
 
 /// Every committed offset of `group`: (topic, partition) → offset.

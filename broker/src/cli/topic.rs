@@ -23,13 +23,14 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, ProduceRequest,
 };
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
 };
 use serde_json::json;
 
 use super::client::{
-    check, leader_of, name, sb, CliError, Client, Result, BROKER_TIMEOUT_MS, CONSUMER_REPLICA_ID,
-    EARLIEST, LATEST,
+    check, leader_of, name, str_bytes, CliError, Client, Result, BROKER_TIMEOUT_MS,
+    CONSUMER_REPLICA_ID, EARLIEST, LATEST,
 };
 use super::output::{self, Progress};
 use super::{group, parse_key_value, Format, StartAt};
@@ -42,6 +43,8 @@ const PRODUCE_BATCH_BYTES_MAX: usize = 512 << 10;
 /// How long a fetch may wait at the broker for new records; also bounds how late a
 /// following consumer notices new data on a second leader.
 const FETCH_MAX_WAIT_MS: i32 = 500;
+/// A fetch answers as soon as there is anything to read.
+const FETCH_MIN_BYTES: i32 = 1;
 /// Bytes one fetch response may carry in all.
 const FETCH_MAX_BYTES: i32 = 8 << 20;
 /// Bytes one fetch response may carry per partition.
@@ -51,11 +54,13 @@ const FETCH_PARTITION_MAX_BYTES: i32 = 1 << 20;
 const FETCH_RETRIES_MAX: u32 = 10;
 /// Pause before retrying after a retriable fetch error.
 const FETCH_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// Produce's acks for "every in-sync replica has it" (on one node: it is on disk).
+const ACKS_ALL: i16 = -1;
 /// IncrementalAlterConfigs operation codes.
 const CONFIG_OP_SET: i8 = 0;
 const CONFIG_OP_DELETE: i8 = 1;
 /// DescribeConfigs / IncrementalAlterConfigs resource type of a topic.
-pub const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_TOPIC: i8 = 2;
 /// CreateTopics' "use the broker's default" for partitions and replicas.
 const BROKER_DEFAULT: i32 = -1;
 
@@ -189,8 +194,8 @@ fn create(
         .iter()
         .map(|(k, val)| {
             CreatableTopicConfig::default()
-                .with_name(sb(k))
-                .with_value(Some(sb(val)))
+                .with_name(str_bytes(k))
+                .with_value(Some(str_bytes(val)))
         })
         .collect();
     let req = CreateTopicsRequest::default()
@@ -286,7 +291,7 @@ fn topic_configs(
     let req =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(RESOURCE_TOPIC)
-            .with_resource_name(sb(topic))]);
+            .with_resource_name(str_bytes(topic))]);
     let resp = conn.send(&req, v)?;
     let mut out = BTreeMap::new();
     for r in resp.results {
@@ -439,20 +444,20 @@ fn alter_config(
         .iter()
         .map(|(k, val)| {
             AlterableConfig::default()
-                .with_name(sb(k))
+                .with_name(str_bytes(k))
                 .with_config_operation(CONFIG_OP_SET)
-                .with_value(Some(sb(val)))
+                .with_value(Some(str_bytes(val)))
         })
         .collect();
     configs.extend(delete.iter().map(|k| {
         AlterableConfig::default()
-            .with_name(sb(k))
+            .with_name(str_bytes(k))
             .with_config_operation(CONFIG_OP_DELETE)
     }));
     let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
         AlterConfigsResource::default()
             .with_resource_type(RESOURCE_TOPIC)
-            .with_resource_name(sb(topic))
+            .with_resource_name(str_bytes(topic))
             .with_configs(configs),
     ]);
     let resp = conn.send(&req, v)?;
@@ -645,9 +650,9 @@ fn produce(
                 transactional: false,
                 control: false,
                 delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                producer_id: NO_PRODUCER_ID,
+                producer_epoch: NO_PRODUCER_EPOCH,
                 timestamp_type: TimestampType::Creation,
                 offset: batch.len() as i64,
                 // kafka-protocol starts a new batch wherever offset - sequence changes, and
@@ -725,7 +730,7 @@ fn send_pending(
         for (p, records) in &parts {
             let mut buf = BytesMut::new();
             let opts = RecordEncodeOptions {
-                version: 2,
+                version: RECORD_BATCH_VERSION,
                 compression: Compression::None,
             };
             RecordBatchEncoder::encode(&mut buf, records.iter(), &opts)
@@ -740,7 +745,7 @@ fn send_pending(
         let conn = client.node(leader)?;
         let v = conn.version::<ProduceRequest>()?;
         let req = ProduceRequest::default()
-            .with_acks(-1)
+            .with_acks(ACKS_ALL)
             .with_timeout_ms(BROKER_TIMEOUT_MS)
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(name(&topic))
@@ -769,6 +774,8 @@ fn send_pending(
     Ok(())
 }
 
+/// The record batch format (magic) produce writes: v2, the only one Kafka 4 accepts.
+const RECORD_BATCH_VERSION: i8 = 2;
 /// Byte positions in a RecordBatch v2 header.
 const BATCH_LENGTH_AT: usize = 8;
 const BATCH_HEADER_PREFIX_BYTES: usize = 12;
@@ -913,7 +920,7 @@ fn consume(
             let req = FetchRequest::default()
                 .with_replica_id(BrokerId(CONSUMER_REPLICA_ID))
                 .with_max_wait_ms(FETCH_MAX_WAIT_MS)
-                .with_min_bytes(1)
+                .with_min_bytes(FETCH_MIN_BYTES)
                 .with_max_bytes(FETCH_MAX_BYTES)
                 .with_topics(vec![FetchTopic::default()
                     .with_topic(name(topic))
@@ -974,7 +981,12 @@ fn consume(
                     advanced.push(p);
                 }
             }
-            output::print(&out)?;
+            if !out.is_empty() {
+                // Records and the progress line may share a terminal: records first, then
+                // the counter again below them.
+                progress.finish();
+                output::print(&out)?;
+            }
             progress.update(emitted);
             if let Some(g) = &group {
                 if !out.is_empty() {
@@ -1027,9 +1039,9 @@ mod tests {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+                producer_id: NO_PRODUCER_ID,
+                producer_epoch: NO_PRODUCER_EPOCH,
                 timestamp_type: TimestampType::Creation,
                 offset: i,
                 sequence: i as i32 - 1,
@@ -1041,7 +1053,7 @@ mod tests {
             .collect();
         let mut buf = BytesMut::new();
         let opts = RecordEncodeOptions {
-            version: 2,
+            version: RECORD_BATCH_VERSION,
             compression: Compression::None,
         };
         RecordBatchEncoder::encode(&mut buf, records.iter(), &opts).unwrap();
