@@ -209,8 +209,10 @@ fn topic_admin_commands() {
         let d = json(bs, &["topic", "describe", &t]);
         assert_eq!(d["partitions"].as_array().unwrap().len(), 5);
 
-        let out = ok(bs, &["topic", "delete", &t]);
-        assert_eq!(out.trim(), format!("deleted topic {t}"));
+        let t2 = unique_name("cli-admin-second");
+        ok(bs, &["topic", "create", &t2]);
+        let out = ok(bs, &["topic", "delete", &t, &t2]);
+        assert_eq!(out, format!("deleted topic {t}\ndeleted topic {t2}\n"));
         let deadline = Instant::now() + Duration::from_secs(30);
         while ok(bs, &["topic", "list"])
             .lines()
@@ -555,6 +557,15 @@ fn cluster_commands_and_connection_errors() {
         assert_eq!(health["healthy"], true);
         assert_eq!(health["brokers_down"], serde_json::json!([]));
         assert!(ok(bs, &["cluster", "health"]).starts_with("HEALTHY                     true"));
+
+        // The global flags also go after the command.
+        let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["cluster", "info", "--format", "json", "--brokers", bs])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let after: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        assert_eq!(after["cluster_id"], info["cluster_id"]);
 
         // $SLUICE_BROKERS is the default for --brokers.
         let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
