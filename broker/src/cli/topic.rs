@@ -314,10 +314,16 @@ fn topic_configs(
 
 fn describe(client: &mut Client, format: Format, topic: &str) -> Result<()> {
     let t = client.topic_metadata(topic)?;
-    let mut parts: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
-    parts.sort_unstable();
-    let starts = client.list_offsets(&t, &parts, EARLIEST)?;
-    let ends = client.list_offsets(&t, &parts, LATEST)?;
+    // A partition without a leader has no offsets to ask for, but is shown all the same.
+    let led: Vec<i32> = t
+        .partitions
+        .iter()
+        .filter(|p| p.leader_id.0 >= 0)
+        .map(|p| p.partition_index)
+        .collect();
+    let starts = client.list_offsets(&t, &led, EARLIEST)?;
+    let ends = client.list_offsets(&t, &led, LATEST)?;
+    let offset_text = |o: Option<&i64>| o.map_or_else(|| "-".to_string(), |o| o.to_string());
     let configs = topic_configs(client, topic)?;
     let mut partitions = t.partitions.clone();
     partitions.sort_by_key(|p| p.partition_index);
@@ -348,8 +354,8 @@ fn describe(client: &mut Client, format: Format, topic: &str) -> Result<()> {
                         p.leader_id.0.to_string(),
                         format!("{:?}", ids(&p.replica_nodes)),
                         format!("{:?}", ids(&p.isr_nodes)),
-                        starts[&i].to_string(),
-                        ends[&i].to_string(),
+                        offset_text(starts.get(&i)),
+                        offset_text(ends.get(&i)),
                     ]
                 })
                 .collect();
@@ -382,8 +388,8 @@ fn describe(client: &mut Client, format: Format, topic: &str) -> Result<()> {
                         "leader": p.leader_id.0,
                         "replicas": ids(&p.replica_nodes),
                         "isr": ids(&p.isr_nodes),
-                        "log_start_offset": starts[&i],
-                        "high_watermark": ends[&i],
+                        "log_start_offset": starts.get(&i),
+                        "high_watermark": ends.get(&i),
                     })
                 }).collect::<Vec<_>>(),
             }))
@@ -404,10 +410,15 @@ fn delete(client: &mut Client, format: Format, topics: &[String]) -> Result<()> 
     } else {
         req.topic_names = topics.iter().map(|t| name(t)).collect();
     }
-    let resp = conn.send(&req, v)?;
+    let mut results = conn.send(&req, v)?.responses;
+    // Kafka answers in its own order; report in the user's.
+    results.sort_by_key(|r| {
+        let n = r.name.as_ref().map(|n| n.as_str());
+        topics.iter().position(|t| Some(t.as_str()) == n)
+    });
     let mut deleted = Vec::new();
     let mut first_err = None;
-    for r in resp.responses {
+    for r in results {
         let t = r.name.map(|n| n.to_string()).unwrap_or_default();
         match check(
             r.error_code,
