@@ -638,3 +638,41 @@ fn consume_decodes_compressed_batches() {
         assert_eq!(got, want);
     });
 }
+
+#[test]
+fn health_fails_on_a_leaderless_partition() {
+    run_bounded("health_leaderless", TEST_LIMIT, || {
+        let b = Broker::start();
+        // An offline partition is made by damaging Sluice's own data directory; Kafka's
+        // reaction to that differs (it stops the log dir), so this one is Sluice's.
+        if !b.is_sluice() {
+            return;
+        }
+        let bs = b.bootstrap().to_string();
+        let t = unique_name("cli-offline");
+        ok(&bs, &["topic", "create", &t, "-p", "2", "-r", "1"]);
+        b.sigterm_and_wait();
+        let dir = b.data_dir().join(format!("{t}-1"));
+        std::fs::remove_dir_all(&dir).expect("remove partition dir");
+        std::fs::write(&dir, b"not a directory").expect("plant a file");
+        b.restart();
+
+        let o = sluice(&bs, &["--format", "json", "cluster", "health"]);
+        assert!(!o.status.success(), "an offline partition is unhealthy");
+        let report: Value = serde_json::from_slice(&o.stdout).expect("the report still prints");
+        assert_eq!(report["healthy"], false);
+        assert_eq!(
+            report["leaderless_partitions"],
+            serde_json::json!([format!("{t}/1")])
+        );
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert_eq!(
+            err.trim(),
+            "sluice: cluster is unhealthy: 0 brokers down, 1 leaderless and 0 under-replicated partitions"
+        );
+        let d = json(&bs, &["topic", "describe", &t]);
+        assert_eq!(d["partitions"][1]["leader"], -1);
+        let err = fails(&bs, &["topic", "consume", &t, "-p", "1", "-n", "1"]);
+        assert!(err.contains("LEADER_NOT_AVAILABLE"), "{err}");
+    });
+}
