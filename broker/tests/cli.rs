@@ -3,7 +3,9 @@
 //!
 //! The same tests run against Apache Kafka with
 //! `SLUICE_TEST_KAFKA_SH=benches/kafka/kafka.sh cargo test -p sluice-broker --test cli`
-//! (see the harness in common/mod.rs); they assert nothing Sluice-specific.
+//! (see the harness in common/mod.rs); they assert nothing Sluice-specific, except the
+//! health test, which makes a partition offline by damaging Sluice's data directory and
+//! does nothing under Kafka.
 
 mod common;
 

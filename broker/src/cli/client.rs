@@ -415,15 +415,18 @@ const TRANSIENT_ERRORS: &[ResponseError] = &[
 ];
 /// Attempts of an operation that keeps failing with a transient error, and the pause
 /// between them: 20 × 250 ms gives a cluster 5 s to settle before the error is shown.
-const TRANSIENT_ATTEMPTS_MAX: u32 = 20;
-const TRANSIENT_BACKOFF: Duration = Duration::from_millis(250);
+pub const TRANSIENT_ATTEMPTS_MAX: u32 = 20;
+pub const TRANSIENT_BACKOFF: Duration = Duration::from_millis(250);
+
+/// True for an error code in `TRANSIENT_ERRORS`.
+pub fn is_transient(code: i16) -> bool {
+    TRANSIENT_ERRORS.iter().any(|e| e.code() == code)
+}
 
 impl CliError {
     fn is_transient(&self) -> bool {
         match self {
-            CliError::Refused { code, .. } | CliError::Missing { code, .. } => {
-                TRANSIENT_ERRORS.iter().any(|e| e.code() == *code)
-            }
+            CliError::Refused { code, .. } | CliError::Missing { code, .. } => is_transient(*code),
             _ => false,
         }
     }

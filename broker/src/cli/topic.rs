@@ -29,8 +29,8 @@ use kafka_protocol::records::{
 use serde_json::json;
 
 use super::client::{
-    check, leader_of, name, str_bytes, CliError, Client, Result, BROKER_TIMEOUT_MS,
-    CONSUMER_REPLICA_ID, EARLIEST, LATEST,
+    check, is_transient, leader_of, name, str_bytes, CliError, Client, Result, BROKER_TIMEOUT_MS,
+    CONSUMER_REPLICA_ID, EARLIEST, LATEST, TRANSIENT_ATTEMPTS_MAX, TRANSIENT_BACKOFF,
 };
 use super::output::{self, Progress};
 use super::{group, parse_key_value, Format, StartAt};
@@ -596,7 +596,7 @@ fn produce(
     key: Option<String>,
     key_delim: Option<String>,
 ) -> Result<()> {
-    let meta = client.topic_led(topic, partition)?;
+    let mut meta = client.topic_led(topic, partition)?;
     let partitions = meta.partitions.len() as i32;
     if key_delim.as_deref() == Some("") {
         return Err(CliError::Usage("--key-delim must not be empty".into()));
@@ -680,7 +680,12 @@ fn produce(
             || pending.bytes >= PRODUCE_BATCH_BYTES_MAX;
         if pending.records > 0 && (n == 0 || full || interactive) {
             total += pending.records as u64;
-            send_pending(client, &meta, std::mem::take(&mut pending), &mut produced)?;
+            send_pending(
+                client,
+                &mut meta,
+                std::mem::take(&mut pending),
+                &mut produced,
+            )?;
             keyless_partition = None;
             // Someone typing lines needs no counter drawn over them.
             if !interactive {
@@ -717,9 +722,11 @@ fn produce(
 }
 
 /// Sends what is pending, one Produce request per leader, and records the offsets given.
+/// Partitions a broker refused because it is not (yet) their leader are sent again, to the
+/// leader fresh metadata names; those errors mean nothing was written, so nothing doubles.
 fn send_pending(
     client: &mut Client,
-    meta: &MetadataResponseTopic,
+    meta: &mut MetadataResponseTopic,
     pending: Pending,
     produced: &mut BTreeMap<i32, Produced>,
 ) -> Result<()> {
@@ -728,61 +735,84 @@ fn send_pending(
         .as_ref()
         .map(|n| n.to_string())
         .unwrap_or_default();
-    let mut by_leader: HashMap<BrokerId, Vec<(i32, Vec<Record>)>> = HashMap::new();
-    for (p, records) in pending.by_partition {
-        by_leader
-            .entry(leader_of(meta, p)?)
-            .or_default()
-            .push((p, records));
-    }
-    for (leader, parts) in by_leader {
-        let mut counts = HashMap::new();
-        let mut data = Vec::new();
-        for (p, records) in &parts {
+    let opts = RecordEncodeOptions {
+        version: RECORD_BATCH_VERSION,
+        compression: Compression::None,
+    };
+    // (partition, encoded batch, record count), encoded once however often it is sent.
+    let mut todo: Vec<(i32, Bytes, i64)> = pending
+        .by_partition
+        .into_iter()
+        .map(|(p, records)| {
             let mut buf = BytesMut::new();
-            let opts = RecordEncodeOptions {
-                version: RECORD_BATCH_VERSION,
-                compression: Compression::None,
-            };
             RecordBatchEncoder::encode(&mut buf, records.iter(), &opts)
                 .unwrap_or_else(|e| panic!("encoding a batch of plain records: {e}"));
-            counts.insert(*p, records.len() as i64);
-            data.push(
-                PartitionProduceData::default()
-                    .with_index(*p)
-                    .with_records(Some(buf.freeze())),
-            );
+            (p, buf.freeze(), records.len() as i64)
+        })
+        .collect();
+    let mut attempt = 1;
+    loop {
+        let mut by_leader: HashMap<BrokerId, Vec<(i32, Bytes, i64)>> = HashMap::new();
+        for part in todo {
+            by_leader
+                .entry(leader_of(meta, part.0)?)
+                .or_default()
+                .push(part);
         }
-        let conn = client.node(leader)?;
-        let v = conn.version::<ProduceRequest>()?;
-        let req = ProduceRequest::default()
-            .with_acks(ACKS_ALL)
-            .with_timeout_ms(BROKER_TIMEOUT_MS)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(name(&topic))
-                .with_partition_data(data)]);
-        let resp = conn.send(&req, v)?;
-        for t in resp.responses {
-            for r in t.partition_responses {
-                let p = r.index;
-                check(
-                    r.error_code,
-                    || format!("produce to {topic}/{p}"),
-                    r.error_message.as_ref(),
-                )?;
-                let n = counts.get(&p).copied().unwrap_or(0);
-                let e = produced.entry(p).or_insert(Produced {
-                    records: 0,
-                    first: r.base_offset,
-                    last: r.base_offset,
-                });
-                e.records += n as u64;
-                e.first = e.first.min(r.base_offset);
-                e.last = e.last.max(r.base_offset + n - 1);
+        let mut again = Vec::new();
+        for (leader, parts) in by_leader {
+            let data = parts
+                .iter()
+                .map(|(p, batch, _)| {
+                    PartitionProduceData::default()
+                        .with_index(*p)
+                        .with_records(Some(batch.clone()))
+                })
+                .collect();
+            let conn = client.node(leader)?;
+            let v = conn.version::<ProduceRequest>()?;
+            let req = ProduceRequest::default()
+                .with_acks(ACKS_ALL)
+                .with_timeout_ms(BROKER_TIMEOUT_MS)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name(&topic))
+                    .with_partition_data(data)]);
+            let resp = conn.send(&req, v)?;
+            for t in resp.responses {
+                for r in t.partition_responses {
+                    let p = r.index;
+                    let Some(part) = parts.iter().find(|x| x.0 == p) else {
+                        continue;
+                    };
+                    if is_transient(r.error_code) && attempt < TRANSIENT_ATTEMPTS_MAX {
+                        again.push(part.clone());
+                        continue;
+                    }
+                    check(
+                        r.error_code,
+                        || format!("produce to {topic}/{p}"),
+                        r.error_message.as_ref(),
+                    )?;
+                    let n = part.2;
+                    let e = produced.entry(p).or_insert(Produced {
+                        records: 0,
+                        first: r.base_offset,
+                        last: r.base_offset,
+                    });
+                    e.records += n as u64;
+                    e.first = e.first.min(r.base_offset);
+                    e.last = e.last.max(r.base_offset + n - 1);
+                }
             }
         }
+        if again.is_empty() {
+            return Ok(());
+        }
+        attempt += 1;
+        std::thread::sleep(TRANSIENT_BACKOFF);
+        *meta = client.topic_metadata(&topic)?;
+        todo = again;
     }
-    Ok(())
 }
 
 /// The record batch format (magic) produce writes: v2, the only one Kafka 4 accepts.
