@@ -345,6 +345,37 @@ fn produce_and_consume() {
         assert_eq!(late[0]["value"], "late");
         assert!(late[0]["offset"].as_i64().unwrap() >= 5);
 
+        // Without -n it keeps following: still running after printing what came.
+        let mut follower = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--brokers", bs, "topic", "consume", &t, "-o", "end"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn follower");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = follower.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let line = loop {
+            ok_in(bs, &["topic", "produce", &t, "-p", "0"], "followed\n");
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
+                break l;
+            }
+            assert!(Instant::now() < deadline, "the follower printed nothing");
+        };
+        assert!(line.ends_with("\tfollowed"), "{line}");
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(follower.try_wait().unwrap().is_none(), "still following");
+        follower.kill().unwrap();
+        follower.wait().unwrap();
+
         // Keys spread over partitions as Kafka's partitioner puts them; each partition in order.
         let t3 = unique_name("cli-keys");
         ok(bs, &["topic", "create", &t3, "-p", "3", "-r", "1"]);
