@@ -455,7 +455,31 @@ pub const LATEST: i64 = -1;
 impl Client {
     /// The offset each partition of `topic` has for `query` (`EARLIEST`, `LATEST`, or a
     /// timestamp in ms, which gives -1 where no record is that new), asking each leader once.
+    /// A leader that is not ready yet (Kafka, just after add-partitions) is asked again, as
+    /// fresh metadata names it, within the transient-error bound.
     pub fn list_offsets(
+        &mut self,
+        topic: &MetadataResponseTopic,
+        partitions: &[i32],
+        query: i64,
+    ) -> Result<HashMap<i32, i64>> {
+        let mut attempt = 1;
+        let mut fresh = None;
+        loop {
+            let meta = fresh.as_ref().unwrap_or(topic);
+            match self.list_offsets_once(meta, partitions, query) {
+                Err(e) if e.is_transient() && attempt < TRANSIENT_ATTEMPTS_MAX => {
+                    attempt += 1;
+                    std::thread::sleep(TRANSIENT_BACKOFF);
+                    let tname = topic.name.as_ref().map(|n| n.to_string());
+                    fresh = Some(self.topic_metadata(&tname.unwrap_or_default())?);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn list_offsets_once(
         &mut self,
         topic: &MetadataResponseTopic,
         partitions: &[i32],
