@@ -7,6 +7,7 @@
 
 mod admin_http;
 mod cleaner;
+mod cli;
 mod config;
 mod conn;
 mod groups;
@@ -36,6 +37,8 @@ use shard::{Job, Shard};
     about = "A Kafka-compatible streaming broker (thread-per-core, direct I/O)"
 )]
 struct Cli {
+    #[command(flatten)]
+    client: cli::ClientArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -44,6 +47,8 @@ struct Cli {
 enum Command {
     /// Start a broker (the default with no arguments: one node on 127.0.0.1:9092).
     Start(StartArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[derive(Args, Default)]
@@ -80,17 +85,22 @@ enum Control {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Client(c)) => std::process::exit(cli::run(cli.client, c)),
+        Some(Command::Start(a)) => a,
+        None => StartArgs::default(),
+    };
+    if cli.client.brokers.is_some() || cli.client.format.is_some() {
+        eprintln!("sluice: --brokers and --format are for the topic, group and cluster commands");
+        std::process::exit(2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Start(a)) => a,
-        None => StartArgs::default(),
-    };
     let config = match load_config(args) {
         Ok(c) => Arc::new(c),
         Err(e) => {
