@@ -7,6 +7,7 @@ pub mod config;
 pub mod group;
 pub mod log_store;
 pub mod network;
+pub mod rpc;
 pub mod runtime;
 pub mod state_machine;
 pub mod types;

@@ -4,6 +4,7 @@
 //! answers one on the receiving replica.
 
 use std::future::Future;
+use std::time::Duration;
 
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
@@ -48,10 +49,12 @@ pub enum RaftResponse {
 /// Delivers a group's messages to its replica on broker `to` and returns the answer. An
 /// `Err` means the replica could not be reached; openraft backs off and retries.
 pub trait Transport: Clone + 'static {
+    /// `timeout` bounds the wait for the answer (openraft's time to live for the message).
     fn call(
         &self,
         to: u64,
         request: RaftRequest,
+        timeout: Duration,
     ) -> impl Future<Output = Result<RaftResponse, String>>;
 }
 
@@ -122,8 +125,16 @@ fn unreachable(e: impl std::fmt::Display) -> Unreachable<PartitionRaft> {
 }
 
 impl<T: Transport> Connection<T> {
-    async fn call(&self, request: RaftRequest) -> Result<RaftResponse, Unreachable<PartitionRaft>> {
-        match self.transport.call(self.target, request).await {
+    async fn call(
+        &self,
+        request: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<RaftResponse, Unreachable<PartitionRaft>> {
+        match self
+            .transport
+            .call(self.target, request, option.hard_ttl())
+            .await
+        {
             Ok(RaftResponse::Failed(e)) => Err(unreachable(format!(
                 "replica on broker {} failed: {e}",
                 self.target
@@ -144,9 +155,9 @@ impl<T: Transport> RaftNetworkV2<PartitionRaft> for Connection<T> {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<PartitionRaft>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<PartitionRaft>, RPCError<PartitionRaft>> {
-        match self.call(RaftRequest::Append(rpc)).await? {
+        match self.call(RaftRequest::Append(rpc), &option).await? {
             RaftResponse::Append(a) => Ok(a),
             _ => Err(mismatched("append").into()),
         }
@@ -155,9 +166,9 @@ impl<T: Transport> RaftNetworkV2<PartitionRaft> for Connection<T> {
     async fn vote(
         &mut self,
         rpc: VoteRequest<PartitionRaft>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
-        match self.call(RaftRequest::Vote(rpc)).await? {
+        match self.call(RaftRequest::Vote(rpc), &option).await? {
             RaftResponse::Vote(v) => Ok(v),
             _ => Err(mismatched("vote").into()),
         }
@@ -166,9 +177,9 @@ impl<T: Transport> RaftNetworkV2<PartitionRaft> for Connection<T> {
     async fn pre_vote(
         &mut self,
         rpc: VoteRequest<PartitionRaft>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
-        match self.call(RaftRequest::PreVote(rpc)).await? {
+        match self.call(RaftRequest::PreVote(rpc), &option).await? {
             RaftResponse::Vote(v) => Ok(v),
             _ => Err(mismatched("pre-vote").into()),
         }
@@ -184,7 +195,7 @@ impl<T: Transport> RaftNetworkV2<PartitionRaft> for Connection<T> {
             PartitionSnapshot,
         >,
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<SnapshotResponse<PartitionRaft>, StreamingError<PartitionRaft>> {
         // The snapshot is a few fields, not a stream of chunks: one message carries it.
         let request = RaftRequest::Snapshot {
@@ -192,7 +203,7 @@ impl<T: Transport> RaftNetworkV2<PartitionRaft> for Connection<T> {
             meta: snapshot.meta,
             data: snapshot.snapshot,
         };
-        match self.call(request).await? {
+        match self.call(request, &option).await? {
             RaftResponse::Snapshot(s) => Ok(s),
             _ => Err(mismatched("snapshot").into()),
         }
@@ -201,9 +212,9 @@ impl<T: Transport> RaftNetworkV2<PartitionRaft> for Connection<T> {
     async fn transfer_leader(
         &mut self,
         req: TransferLeaderRequest<PartitionRaft>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<TransferLeaderResponse<PartitionRaft>, RPCError<PartitionRaft>> {
-        match self.call(RaftRequest::TransferLeader(req)).await? {
+        match self.call(RaftRequest::TransferLeader(req), &option).await? {
             RaftResponse::TransferLeader(t) => Ok(t),
             _ => Err(mismatched("leader transfer").into()),
         }

@@ -166,6 +166,23 @@ impl AsyncRuntime for GlommioRuntime {
     }
 }
 
+/// A task that is cancelled when this guard drops: a listener's accept loop owns its
+/// connections' guards, so dropping the listener's guard ends them all.
+pub struct Scoped {
+    _task: glommio::Task<()>,
+}
+
+pub fn spawn_scoped(future: impl Future<Output = ()> + 'static) -> Scoped {
+    Scoped {
+        _task: glommio::spawn_local(future),
+    }
+}
+
+/// TCP for the inter-broker RPC.
+pub mod net {
+    pub use glommio::net::{TcpListener, TcpStream};
+}
+
 /// Bounded multi-producer channels (flume works on any executor).
 pub struct FlumeMpsc;
 pub struct FlumeSender<T>(flume::Sender<T>);

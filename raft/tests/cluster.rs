@@ -57,7 +57,12 @@ struct Link {
 }
 
 impl Transport for Link {
-    async fn call(&self, to: u64, request: RaftRequest) -> Result<RaftResponse, String> {
+    async fn call(
+        &self,
+        to: u64,
+        request: RaftRequest,
+        _: Duration,
+    ) -> Result<RaftResponse, String> {
         let group = {
             let net = self.net.borrow();
             if net.cut.contains(&(self.from, to)) {
@@ -157,32 +162,28 @@ impl Cluster {
         }
     }
 
-    /// Waits until one of `among` leads and returns it.
+    /// Waits until one of `among` leads, with its own first entry applied, and returns it.
+    /// Asked of each replica itself: a restarted replica's view of the leader comes from its
+    /// stored vote and can be stale.
     async fn leader(&self, among: &[u64]) -> u64 {
-        let r = &self.replicas[&among[0]].raft;
-        let m = r
-            .wait(Some(WAIT))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| among.contains(&l)),
-                "a leader among the live replicas",
-            )
-            .await
-            .unwrap();
-        let leader = m.current_leader.unwrap();
-        // Writes right after an election can be refused until the leader's blank entry is
-        // applied: wait for it.
-        let lr = &self.replicas[&leader].raft;
-        lr.wait(Some(WAIT))
-            .metrics(
-                |m| {
-                    m.last_applied
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            for id in among {
+                let m = self.replicas[id].raft.metrics();
+                let m = m.borrow_watched();
+                if m.state == openraft::ServerState::Leader
+                    && m.last_applied
                         .is_some_and(|a| a.leader_id.term == m.current_term)
-                },
-                "the leader's own entry applied",
-            )
-            .await
-            .unwrap();
-        leader
+                {
+                    return *id;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no leader among {among:?}"
+            );
+            GlommioRuntime::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn write(&self, leader: u64, n: i32, tag: &str) -> (u64, u64) {

@@ -34,7 +34,7 @@ struct Args {
 struct NoPeers;
 
 impl Transport for NoPeers {
-    async fn call(&self, to: u64, _: RaftRequest) -> Result<RaftResponse, String> {
+    async fn call(&self, to: u64, _: RaftRequest, _: Duration) -> Result<RaftResponse, String> {
         Err(format!("no broker {to} in a one-node cluster"))
     }
 }

@@ -1,0 +1,278 @@
+//! The sending side: one connection per peer broker, shared by every group on this shard.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use openraft::AsyncRuntime;
+use tracing::{debug, warn};
+
+use super::wire::{self, Envelope, Frame};
+use super::{RPC_CONNECT_TIMEOUT, RPC_MAX_BATCH, RPC_QUEUE_DEPTH, RPC_RECONNECT_BACKOFF};
+use crate::network::{RaftRequest, RaftResponse, Transport};
+use crate::runtime::net::TcpStream;
+use crate::runtime::{spawn_scoped, GlommioRuntime, Scoped};
+
+struct Outgoing {
+    group: u64,
+    request: RaftRequest,
+    reply: oneshot::Sender<RaftResponse>,
+}
+
+struct Peer {
+    queue: flume::Sender<Outgoing>,
+    _task: Scoped,
+}
+
+/// This shard's links to the other brokers, by node id.
+pub struct Peers {
+    local: u64,
+    addresses: RefCell<HashMap<u64, SocketAddr>>,
+    links: RefCell<HashMap<u64, Peer>>,
+    /// Frames sent, for the idle-cost test and metrics.
+    frames_sent: Rc<Cell<u64>>,
+}
+
+impl Peers {
+    pub fn new(local: u64) -> Rc<Self> {
+        Rc::new(Peers {
+            local,
+            addresses: RefCell::default(),
+            links: RefCell::default(),
+            frames_sent: Rc::default(),
+        })
+    }
+
+    /// Where broker `node` listens for RPC; a changed address takes a new connection.
+    pub fn set_address(&self, node: u64, addr: SocketAddr) {
+        let old = self.addresses.borrow_mut().insert(node, addr);
+        if old.is_some_and(|o| o != addr) {
+            self.links.borrow_mut().remove(&node);
+        }
+    }
+
+    pub fn frames_sent(&self) -> u64 {
+        self.frames_sent.get()
+    }
+
+    /// Sends one group's message to its replica on `to` and waits up to `timeout` for the
+    /// answer.
+    pub async fn call(
+        &self,
+        to: u64,
+        group: u64,
+        request: RaftRequest,
+        timeout: Duration,
+    ) -> Result<RaftResponse, String> {
+        let queue = self.queue_to(to)?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .try_send(Outgoing {
+                group,
+                request,
+                reply,
+            })
+            .map_err(|e| match e {
+                flume::TrySendError::Full(_) => format!("queue to broker {to} is full"),
+                flume::TrySendError::Disconnected(_) => format!("link to broker {to} is closed"),
+            })?;
+        match GlommioRuntime::timeout(timeout, answer).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(format!("connection to broker {to} lost")),
+            Err(_) => Err(format!("broker {to} did not answer within {timeout:?}")),
+        }
+    }
+
+    fn queue_to(&self, to: u64) -> Result<flume::Sender<Outgoing>, String> {
+        if let Some(p) = self.links.borrow().get(&to) {
+            return Ok(p.queue.clone());
+        }
+        let addr = *self
+            .addresses
+            .borrow()
+            .get(&to)
+            .ok_or(format!("no RPC address known for broker {to}"))?;
+        let (queue, pending) = flume::bounded(RPC_QUEUE_DEPTH);
+        let task = spawn_scoped(run_link(
+            self.local,
+            to,
+            addr,
+            pending,
+            self.frames_sent.clone(),
+        ));
+        self.links.borrow_mut().insert(
+            to,
+            Peer {
+                queue: queue.clone(),
+                _task: task,
+            },
+        );
+        Ok(queue)
+    }
+
+    /// A `Transport` for one group's messages.
+    pub fn transport(self: &Rc<Self>, group: u64) -> GroupTransport {
+        GroupTransport {
+            group,
+            peers: self.clone(),
+        }
+    }
+}
+
+/// Keeps a connection to one peer up while anything is sent to it.
+async fn run_link(
+    local: u64,
+    to: u64,
+    addr: SocketAddr,
+    pending: flume::Receiver<Outgoing>,
+    frames_sent: Rc<Cell<u64>>,
+) {
+    loop {
+        // Connect only when there is something to send.
+        let Ok(first) = pending.recv_async().await else {
+            return;
+        };
+        match GlommioRuntime::timeout(RPC_CONNECT_TIMEOUT, connect(local, addr)).await {
+            Ok(Ok(stream)) => {
+                if let Err(e) = exchange(stream, first, &pending, &frames_sent).await {
+                    debug!(peer = to, %addr, error = %e, "RPC connection ended");
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(peer = to, %addr, error = %e, "cannot reach broker");
+                fail_queued(&pending);
+                GlommioRuntime::sleep(RPC_RECONNECT_BACKOFF).await;
+            }
+            Err(_) => {
+                warn!(peer = to, %addr, "connecting to broker timed out");
+                fail_queued(&pending);
+            }
+        }
+    }
+}
+
+/// Drops what waited for a peer that is down: its callers learn at once instead of at
+/// their timeouts.
+fn fail_queued(pending: &flume::Receiver<Outgoing>) {
+    pending.drain().for_each(drop);
+}
+
+async fn connect(local: u64, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    write_frame(&mut stream, &Frame::Hello { node_id: local }).await?;
+    match read_frame(&mut stream).await? {
+        Frame::Hello { .. } => Ok(stream),
+        other => Err(std::io::Error::other(format!(
+            "expected hello, got {other:?}"
+        ))),
+    }
+}
+
+pub(super) async fn write_frame(stream: &mut TcpStream, frame: &Frame) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    wire::encode(frame, &mut buf).map_err(std::io::Error::other)?;
+    stream.write_all(&buf).await
+}
+
+pub(super) async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Frame> {
+    let mut prefix = [0u8; wire::LENGTH_BYTES];
+    stream.read_exact(&mut prefix).await?;
+    let n = wire::frame_length(prefix).map_err(std::io::Error::other)?;
+    let mut body = vec![0u8; n];
+    stream.read_exact(&mut body).await?;
+    wire::decode(&body).map_err(std::io::Error::other)
+}
+
+/// Sends what is queued in batches and routes answers back until the connection fails.
+async fn exchange(
+    stream: TcpStream,
+    first: Outgoing,
+    pending: &flume::Receiver<Outgoing>,
+    frames_sent: &Rc<Cell<u64>>,
+) -> std::io::Result<()> {
+    let waiting: Rc<RefCell<HashMap<u64, oneshot::Sender<RaftResponse>>>> = Rc::default();
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let answers = {
+        let waiting = waiting.clone();
+        async move {
+            loop {
+                let mut prefix = [0u8; wire::LENGTH_BYTES];
+                reader.read_exact(&mut prefix).await?;
+                let n = wire::frame_length(prefix).map_err(std::io::Error::other)?;
+                let mut body = vec![0u8; n];
+                reader.read_exact(&mut body).await?;
+                match wire::decode(&body).map_err(std::io::Error::other)? {
+                    Frame::Responses(rs) => {
+                        for (id, r) in rs {
+                            if let Some(tx) = waiting.borrow_mut().remove(&id) {
+                                let _ = tx.send(r);
+                            }
+                        }
+                    }
+                    other => {
+                        return Err::<(), _>(std::io::Error::other(format!(
+                            "unexpected frame from a server: {other:?}"
+                        )))
+                    }
+                }
+            }
+        }
+    };
+    let mut next_id = 0u64;
+    let sends = async {
+        let mut batch = vec![first];
+        loop {
+            // Let every task that is ready now queue its message too: a ticker pass over
+            // many groups then leaves as one frame.
+            futures_lite::future::yield_now().await;
+            batch.extend(pending.try_iter().take(RPC_MAX_BATCH - batch.len()));
+            let mut envelopes = Vec::with_capacity(batch.len());
+            for o in batch.drain(..) {
+                next_id += 1;
+                waiting.borrow_mut().insert(next_id, o.reply);
+                envelopes.push(Envelope {
+                    id: next_id,
+                    group: o.group,
+                    request: o.request,
+                });
+            }
+            let mut buf = Vec::new();
+            wire::encode(&Frame::Requests(envelopes), &mut buf).map_err(std::io::Error::other)?;
+            writer.write_all(&buf).await?;
+            frames_sent.set(frames_sent.get() + 1);
+            match pending.recv_async().await {
+                Ok(o) => batch.push(o),
+                Err(_) => return Ok::<(), std::io::Error>(()),
+            }
+        }
+    };
+    let r = match GlommioRuntime::select2(std::pin::pin!(answers), std::pin::pin!(sends)).await {
+        openraft_rt::Select2::First(r) | openraft_rt::Select2::Second(r) => r,
+    };
+    // Answers that will not come: their callers see the connection as lost.
+    waiting.borrow_mut().clear();
+    r
+}
+
+/// One group's messages over the shard's `Peers`.
+#[derive(Clone)]
+pub struct GroupTransport {
+    group: u64,
+    peers: Rc<Peers>,
+}
+
+impl Transport for GroupTransport {
+    async fn call(
+        &self,
+        to: u64,
+        request: RaftRequest,
+        timeout: Duration,
+    ) -> Result<RaftResponse, String> {
+        self.peers.call(to, self.group, request, timeout).await
+    }
+}
