@@ -80,6 +80,8 @@ launch_jvm() {
         ${KAFKA_JVM_OPTS:-} \
         -cp "$LIB/*" kafka.Kafka "$props" >"$log" 2>&1 </dev/null &
     echo "$!" >"$pidfile"
+    # Not a job of this shell: a node we SIGKILL is not reported as "Killed" here.
+    disown "$!"
 }
 
 java_cmd() {
@@ -364,7 +366,8 @@ cluster_format() {
                 >"$dir/node-$n/format.log" 2>&1; then
             tail -n 30 "$dir/node-$n/format.log" >&2
             # Half a quorum formatted cannot start; leave nothing that looks usable.
-            for (( n = 1; n <= BROKERS; n++ )); do rm -rf "$dir/node-$n/logs"; done
+            local m
+            for (( m = 1; m <= BROKERS; m++ )); do rm -rf "$dir/node-$m/logs"; done
             rm -f "$dir/cluster.conf"
             die "storage format of node $n failed (see $dir/node-$n/format.log)"
         fi
