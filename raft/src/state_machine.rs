@@ -1,8 +1,9 @@
 //! A partition's state machine is its log: applying a committed entry moves the high
-//! watermark past the entry's offsets and records the membership. A snapshot is the applied
-//! position, the membership and the offset the log restarts at, kept in one torn-write-safe
-//! record beside the log; installing one past this replica's log restarts the log there,
-//! at the leader's offsets.
+//! watermark past the entry's offsets and records the membership. A snapshot stands for the
+//! prefix of the log that retention or DeleteRecords dropped: the entry before the new log
+//! start, the membership then, and the start's offset, kept in one torn-write-safe record
+//! beside the log. A replica that fell behind that start installs it: its log restarts at
+//! the leader's start offset, and the retained entries follow by normal replication.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -70,9 +71,16 @@ impl Record {
     }
 }
 
+/// Where the next snapshot ends: the entry just before the log's new start and the offset
+/// that start has. Set by `advance_log_start` before it asks openraft for a snapshot.
+pub type PrefixPoint = Rc<Cell<Option<(LogId, Offset)>>>;
+
 pub struct StateMachine {
     log: Rc<PartitionLog>,
     applied: Applied,
+    /// Memberships applied since the oldest one a snapshot at the prefix point may need.
+    memberships: Vec<StoredMembership>,
+    prefix: PrefixPoint,
     /// Shared with the broker: the high watermark readers may see up to.
     high_watermark: Rc<Cell<Offset>>,
     record: Rc<Record>,
@@ -113,6 +121,8 @@ impl StateMachine {
         let high_watermark = Rc::new(Cell::new(Offset(applied.next_offset)));
         Ok(StateMachine {
             log,
+            memberships: vec![applied.membership.clone()],
+            prefix: PrefixPoint::default(),
             applied,
             high_watermark,
             record: Rc::new(Record {
@@ -120,6 +130,11 @@ impl StateMachine {
                 current: RefCell::new(current),
             }),
         })
+    }
+
+    /// Where `advance_log_start` tells the snapshot builder to cut.
+    pub fn prefix_point(&self) -> PrefixPoint {
+        self.prefix.clone()
     }
 
     /// The high watermark as applying moves it.
@@ -133,6 +148,7 @@ impl StateMachine {
             EntryPayload::Blank => None,
             EntryPayload::Membership(m) => {
                 self.applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                self.memberships.push(self.applied.membership.clone());
                 None
             }
             EntryPayload::Normal(batch) => {
@@ -195,16 +211,29 @@ impl RaftStateMachine<PartitionRaft> for StateMachine {
         Ok(())
     }
 
+    /// A snapshot of a partition is the prefix of its log that is gone: it ends at the prefix
+    /// point, so a replica that installs it keeps receiving every retained entry. Without a
+    /// prefix point (Sluice never asks then; openraft's generic tests do) it ends at the
+    /// applied entry.
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        let (last, next_offset) = match self.prefix.get() {
+            Some((id, offset)) if Some(id) <= self.applied.last => (Some(id), offset.0),
+            _ => (self.applied.last, self.applied.next_offset),
+        };
+        // The membership in force at the cut: the newest applied at or before it.
+        let keep = self
+            .memberships
+            .iter()
+            .rposition(|m| m.log_id() <= &last)
+            .unwrap_or(0);
+        self.memberships.drain(..keep);
         SnapshotBuilder {
             saved: SavedSnapshot {
                 meta: SnapshotMeta {
-                    last_log_id: self.applied.last,
-                    last_membership: self.applied.membership.clone(),
+                    last_log_id: last,
+                    last_membership: self.memberships[0].clone(),
                 },
-                data: PartitionSnapshot {
-                    next_offset: self.applied.next_offset,
-                },
+                data: PartitionSnapshot { next_offset },
             },
             record: self.record.clone(),
         }
@@ -241,6 +270,7 @@ impl RaftStateMachine<PartitionRaft> for StateMachine {
             membership: meta.last_membership.clone(),
             next_offset: snapshot.next_offset,
         };
+        self.memberships = vec![meta.last_membership.clone()];
         self.high_watermark.set(Offset(snapshot.next_offset));
         Ok(())
     }

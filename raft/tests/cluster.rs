@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use openraft::AsyncRuntime;
 use sluice_raft::{
-    group_config, Batch, GlommioRuntime, Group, LogStore, Network, PartitionRaftNode, RaftRequest,
-    RaftResponse, StateMachine, Ticker, Transport,
+    advance_log_start, group_config, Batch, GlommioRuntime, Group, LogStore, Network,
+    PartitionRaftNode, PrefixPoint, RaftRequest, RaftResponse, StateMachine, Ticker, Transport,
 };
 use sluice_storage::{LogConfig, Offset, PartitionLog};
 
@@ -92,6 +92,7 @@ struct Replica {
     _ticker: Rc<Ticker>,
     log: Rc<PartitionLog>,
     high_watermark: Rc<Cell<Offset>>,
+    prefix: PrefixPoint,
 }
 
 struct Cluster {
@@ -116,6 +117,7 @@ impl Cluster {
         let store = LogStore::open(&dir, log.clone()).await.unwrap();
         let sm = StateMachine::open(&dir, log.clone()).await.unwrap();
         let high_watermark = sm.high_watermark();
+        let prefix = sm.prefix_point();
         let config = Arc::new(group_config(ELECTION_MIN).unwrap());
         let network = Network::new(Link {
             from: id,
@@ -137,8 +139,23 @@ impl Cluster {
                 _ticker: ticker,
                 log,
                 high_watermark,
+                prefix,
             },
         );
+    }
+
+    /// Retention on one replica: its log start moves to `offset` through Raft.
+    async fn cut(&self, id: u64, offset: u64) -> sluice_storage::LogStart {
+        let r = &self.replicas[&id];
+        advance_log_start(
+            &r.raft,
+            &r.log,
+            &r.prefix,
+            Offset(offset),
+            r.high_watermark.get(),
+        )
+        .await
+        .unwrap()
     }
 
     /// kill -9 as far as Raft can tell: the replica stops answering and its state is
@@ -195,11 +212,15 @@ impl Cluster {
         (r.data.base_offset, r.data.last_offset)
     }
 
-    /// Every batch a replica has applied (below its high watermark), by offset.
+    /// Every batch a replica has applied (below its high watermark) from its log start.
     async fn applied_batches(&self, id: u64) -> Vec<Bytes> {
         let r = &self.replicas[&id];
         r.log
-            .read(Offset(0), usize::MAX >> 1, r.high_watermark.get())
+            .read(
+                r.log.start().offset,
+                usize::MAX >> 1,
+                r.high_watermark.get(),
+            )
             .await
             .unwrap()
     }
@@ -307,6 +328,77 @@ fn three_replicas_replicate_fail_over_refuse_in_a_minority_and_converge() {
         assert_eq!(all.len(), 31);
         assert!(!all.iter().any(|b| b.ends_with(b"lost")));
         assert_eq!(c.replicas[&third].log.end().next_offset, Offset(next));
+        for id in [1, 2, 3] {
+            c.kill(id).await;
+        }
+    });
+}
+
+#[test]
+fn a_follower_behind_the_log_start_catches_up_through_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    GlommioRuntime::run(async move {
+        let mut c = Cluster {
+            root,
+            net: Rc::default(),
+            replicas: BTreeMap::new(),
+        };
+        for id in [1, 2, 3] {
+            c.start(id).await;
+        }
+        c.replicas[&1]
+            .raft
+            .initialize(BTreeSet::from([1, 2, 3]))
+            .await
+            .unwrap();
+        let leader = c.leader(&[1, 2, 3]).await;
+        for i in 0..10 {
+            c.write(leader, 2, &format!("a{i}")).await;
+        }
+        c.converge(&[1, 2, 3], leader).await;
+        let lagging = [1, 2, 3].into_iter().find(|&i| i != leader).unwrap();
+        let other = [1, 2, 3]
+            .into_iter()
+            .find(|&i| i != leader && i != lagging)
+            .unwrap();
+        c.kill(lagging).await;
+        for i in 10..20 {
+            c.write(leader, 2, &format!("b{i}")).await;
+        }
+        c.converge(&[leader, other], leader).await;
+        // Retention on the two live replicas past everything the lagging one has. 31 is
+        // inside the batch at 30..=31: entries end before it, the Kafka start is 31.
+        for id in [leader, other] {
+            let start = c.cut(id, 31).await;
+            assert_eq!(start.offset, Offset(31));
+            assert_eq!(
+                c.applied_batches(id).await.len(),
+                5,
+                "batches from 30 on are kept"
+            );
+        }
+        // The lagging replica comes back: the leader has no entries for it, only the
+        // snapshot, and its log restarts where the leader's continues.
+        c.start(lagging).await;
+        c.converge(&[1, 2, 3], leader).await;
+        let r = &c.replicas[&lagging];
+        assert_eq!(
+            r.log.start().offset,
+            Offset(30),
+            "restarted at the leader's first batch"
+        );
+        assert_eq!(r.high_watermark.get(), Offset(40));
+        assert!(c.applied_batches(lagging).await[0].ends_with(b"b15"));
+        // Writes go on at the next offset, and the cut survives a restart of the leader.
+        let (base, _) = c.write(leader, 1, "c").await;
+        assert_eq!(base, 40);
+        c.kill(leader).await;
+        c.start(leader).await;
+        let now = c.leader(&[1, 2, 3]).await;
+        c.converge(&[1, 2, 3], now).await;
+        assert_eq!(c.replicas[&leader].high_watermark.get(), Offset(41));
+        assert_eq!(c.applied_batches(leader).await.len(), 6);
         for id in [1, 2, 3] {
             c.kill(id).await;
         }

@@ -1168,6 +1168,31 @@ impl PartitionLog {
         .await
     }
 
+    /// The Raft index and base offset of the data entry holding `offset`, if it is stored:
+    /// where a prefix cut at `offset` must end on whole entries.
+    pub async fn entry_holding(
+        &self,
+        offset: Offset,
+    ) -> Result<Option<(RaftIndex, Offset)>, StorageError> {
+        let c = {
+            let inner = self.inner.borrow();
+            if offset < inner.start.offset || offset >= inner.end().next_offset {
+                return Ok(None);
+            }
+            inner.cursor_for_offset(offset)
+        };
+        let mut found = None;
+        self.walk(c, |f| {
+            if f.header.kind == EntryKind::Data && f.end_offset > offset {
+                found = Some((f.header.raft_index, f.offset));
+                return false;
+            }
+            true
+        })
+        .await?;
+        Ok(found)
+    }
+
     /// Raft purge: forget entries up to and including `index`.
     pub async fn purge_to(&self, index: RaftIndex) -> Result<LogStart, StorageError> {
         let first_kept = RaftIndex(index.0 + 1);
