@@ -602,10 +602,7 @@ fn create_topic(topic: &str, partitions: i32, configs: &[(&str, &str)]) -> Creat
 }
 
 /// Creates the topics on both brokers (a compared case) and records their ids.
-fn setup_topics(
-    run: &mut Run,
-    topics: &[(&'static str, i32, &'static [(&'static str, &'static str)])],
-) {
+fn setup_topics(run: &mut Run, topics: &[(&'static str, i32, &'static [Config])]) {
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(30_000)
         .with_topics(
@@ -650,6 +647,11 @@ fn setup_topics(
         }
     }
 }
+
+/// A topic config: (name, value).
+type Config = (&'static str, &'static str);
+/// A fetched partition: (index, fetch offset, partition_max_bytes).
+type FetchPart = (i32, i64, i32);
 
 const PLAIN: &str = "dt-plain";
 const COMPACT: &str = "dt-compact";
@@ -971,7 +973,7 @@ fn produce_cases(run: &mut Run) {
             .with_transaction_timeout_ms(60_000)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
-        while !p.call(&req, 4).is_some_and(|r| r.error_code == 0) {
+        while p.call(&req, 4).is_none_or(|r| r.error_code != 0) {
             assert!(
                 Instant::now() < deadline,
                 "{}: InitProducerId never succeeded",
@@ -1050,8 +1052,8 @@ fn fetch_cases(run: &mut Run) {
             });
         }
     }
-    let all = |pmax: i32| -> Vec<(i32, i64, i32)> { (0..4).map(|i| (i, 0, pmax)).collect() };
-    let fetches: Vec<(String, Vec<(i32, i64, i32)>, i32)> = vec![
+    let all = |pmax: i32| -> Vec<FetchPart> { (0..4).map(|i| (i, 0, pmax)).collect() };
+    let fetches: Vec<(String, Vec<FetchPart>, i32)> = vec![
         // Defect 1 of issue #12: librdkafka's fetch.max.bytes=1000000 over partitions of
         // large batches; Sluice answered with several of them, far past max_bytes.
         (
