@@ -708,16 +708,15 @@ fn check_records(
     let mut bad_time = false;
     for (i, r) in records.iter().enumerate() {
         let reason = if rules.keys_required && r.key.is_none() {
-            "Compacted topic cannot accept message without key".to_string()
+            "no key, and the topic is compacted by key".to_string()
         } else if check_time
             && r.timestamp != NO_TIMESTAMP
             && (r.timestamp < too_early || r.timestamp > too_late)
         {
             bad_time = true;
             format!(
-                "Timestamp {} of message with offset {} is out of range: it must be within \
-                 [{too_early}, {too_late}]",
-                r.timestamp, r.offset
+                "timestamp {} outside the topic's bounds [{too_early}, {too_late}]",
+                r.timestamp
             )
         } else {
             continue;
@@ -731,15 +730,15 @@ fn check_records(
     let (error, message) = if bad_time {
         (
             ResponseError::InvalidTimestamp,
-            "One or more records have been rejected due to invalid timestamp".to_string(),
+            format!(
+                "{} records refused, at least one for its timestamp",
+                record_errors.len()
+            ),
         )
     } else {
         (
             ResponseError::InvalidRecord,
-            format!(
-                "One or more records have been rejected: {} record errors",
-                record_errors.len()
-            ),
+            format!("{} records refused, without keys", record_errors.len()),
         )
     };
     Err(Refusal {
