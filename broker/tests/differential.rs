@@ -65,7 +65,6 @@ const IGNORED_FIELDS: &[&str] = &[
     "isr_nodes",
     "broker_id",
     "leader",
-    "coordinator_key",
 ];
 
 // ------------------------------------------------------------------------- flattening
