@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it: lint, the Rust tests (unit, property,
-# crash, and the broker's rdkafka/bad-input/durability suites), then the real-client
-# suites in Go, Python and Java against a `sluice` each suite starts itself.
+# crash, the broker's rdkafka/bad-input/durability suites, and the differential harness
+# against Apache Kafka), then the real-client suites in Go, Python and Java against a
+# `sluice` each suite starts itself.
 # .ci/run calls this after installing what a fresh machine lacks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +17,15 @@ need mvn "install Maven and a JDK 17+ (the Java suite drives kafka-clients and t
 python3 -c 'import pytest, confluent_kafka, kafka' 2>/dev/null \
     || { echo "tests/run.sh: Python packages missing: pip install -r tests/python/requirements.txt" >&2; exit 1; }
 
+need java "install a JDK 17+ (the differential harness runs Apache Kafka as the reference)"
+# The differential harness (broker/tests/differential.rs) runs Apache Kafka from these jars.
+bash benches/kafka/kafka.sh fetch
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+cargo test --workspace -- --skip sluice_answers_as_kafka_does
+# Apart, so that its cases per API show in the output.
+cargo test -p sluice-broker --test differential -- --nocapture
 # Speed changes timing and load: the storage crash test once hit EMFILE only in release.
 cargo test --release -p sluice-storage --test crash --test descriptors
 

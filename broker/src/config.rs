@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sluice_storage::LogConfig;
 
+use crate::partition::RecordRules;
+
 /// Kafka's `socket.request.max.bytes` default.
 pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize =
     sluice_protocol::SOCKET_REQUEST_MAX_BYTES_DEFAULT;
@@ -30,6 +32,12 @@ pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
 pub const TOPIC_PARTITIONS_PER_SHARD_DEFAULT: usize = 20_000;
 /// Partition logs a shard opens at once at start-up and on a metadata change.
 pub const PARTITION_OPEN_CONCURRENCY: usize = 32;
+/// Kafka's `fetch.max.bytes` default (55 MiB).
+pub const FETCH_MAX_BYTES_DEFAULT: usize = 55 << 20;
+/// Kafka 4's `log.message.timestamp.before.max.ms`: any age is accepted.
+pub const MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT: i64 = i64::MAX;
+/// Kafka 4's `log.message.timestamp.after.max.ms`: one hour into the future.
+pub const MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT: i64 = 3_600_000;
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
 
@@ -108,6 +116,16 @@ pub struct Config {
     /// this × shards are refused with INVALID_PARTITIONS instead of being accepted.
     #[serde(rename = "topic.partitions.per.shard")]
     pub topic_partitions_per_shard: usize,
+    /// The most a Fetch answer carries, whatever the client asks (the first batch of the
+    /// first partition with data still comes whole).
+    #[serde(rename = "fetch.max.bytes")]
+    pub fetch_max_bytes: usize,
+    /// Default `message.timestamp.before.max.ms`.
+    #[serde(rename = "log.message.timestamp.before.max.ms")]
+    pub log_message_timestamp_before_max_ms: i64,
+    /// Default `message.timestamp.after.max.ms`.
+    #[serde(rename = "log.message.timestamp.after.max.ms")]
+    pub log_message_timestamp_after_max_ms: i64,
 }
 
 impl Default for Config {
@@ -143,6 +161,9 @@ impl Default for Config {
             log_cleaner_dedupe_buffer_size: 128 << 20,
             log_open_files_max: sluice_storage::OPEN_FILES_MAX_DEFAULT,
             topic_partitions_per_shard: TOPIC_PARTITIONS_PER_SHARD_DEFAULT,
+            fetch_max_bytes: FETCH_MAX_BYTES_DEFAULT,
+            log_message_timestamp_before_max_ms: MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT,
+            log_message_timestamp_after_max_ms: MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT,
         }
     }
 }
@@ -230,6 +251,14 @@ impl Config {
             self.log_index_interval_bytes.to_string(),
         );
         m.insert("message.timestamp.type".into(), "CreateTime".into());
+        m.insert(
+            "message.timestamp.before.max.ms".into(),
+            self.log_message_timestamp_before_max_ms.to_string(),
+        );
+        m.insert(
+            "message.timestamp.after.max.ms".into(),
+            self.log_message_timestamp_after_max_ms.to_string(),
+        );
         m.insert("min.insync.replicas".into(), "1".into());
         m.insert("compression.type".into(), "producer".into());
         m.insert(
@@ -241,6 +270,24 @@ impl Config {
             self.log_cleaner_min_cleanable_ratio.to_string(),
         );
         m
+    }
+
+    /// The record-level rules of a topic: its overrides over the broker defaults.
+    pub fn record_rules(&self, overrides: &BTreeMap<String, String>) -> RecordRules {
+        let get = |k: &str| overrides.get(k).and_then(|v| v.parse::<i64>().ok());
+        RecordRules {
+            log_append_time: overrides
+                .get("message.timestamp.type")
+                .is_some_and(|v| v == "LogAppendTime"),
+            // Kafka checks keys whenever compaction is on, with or without `delete`.
+            keys_required: overrides
+                .get("cleanup.policy")
+                .is_some_and(|p| p.contains("compact")),
+            timestamp_before_max_ms: get("message.timestamp.before.max.ms")
+                .unwrap_or(self.log_message_timestamp_before_max_ms),
+            timestamp_after_max_ms: get("message.timestamp.after.max.ms")
+                .unwrap_or(self.log_message_timestamp_after_max_ms),
+        }
     }
 
     /// The storage config of a topic: its overrides over the broker defaults.
@@ -283,6 +330,7 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
         "segment.bytes" => int(sluice_storage::SEGMENT_BYTES_MIN as i64),
         "segment.ms" | "index.interval.bytes" | "max.message.bytes" => int(1),
         "min.insync.replicas" => int(1),
+        "message.timestamp.before.max.ms" | "message.timestamp.after.max.ms" => int(0),
         "cleanup.policy" => match value {
             "delete" | "compact" | "compact,delete" | "delete,compact" => Ok(()),
             _ => Err("cleanup.policy must be delete, compact or both".into()),

@@ -31,6 +31,8 @@ const PRODUCER_SNAPSHOT_INTERVAL_BYTES: u64 = 32 << 20;
 const CLOSE_SNAPSHOT_MIN_BYTES: u64 = 1 << 20;
 /// Format version of the producer-state snapshot.
 const SNAPSHOT_VERSION: u8 = 1;
+/// A record timestamp of -1: "none", which the timestamp bounds do not apply to (Kafka).
+const NO_TIMESTAMP: i64 = -1;
 
 #[derive(Clone, Copy, Debug)]
 struct SeqBatch {
@@ -53,6 +55,42 @@ pub struct ProduceOutcome {
     /// The broker's timestamp with LogAppendTime; -1 otherwise (Kafka's wire value).
     pub log_append_time_ms: i64,
     pub log_start: Offset,
+}
+
+/// Kafka's record-level rules for a topic (its log validator's), checked on produce.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordRules {
+    /// `message.timestamp.type=LogAppendTime`: the broker stamps batches, so client
+    /// timestamps are not checked.
+    pub log_append_time: bool,
+    /// `cleanup.policy` includes `compact`: compaction is by key, so every record needs one.
+    pub keys_required: bool,
+    /// `message.timestamp.before.max.ms`: how far a CreateTime timestamp may lag the clock.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far a CreateTime timestamp may lead the clock.
+    pub timestamp_after_max_ms: i64,
+}
+
+/// Why a produce of one partition failed: the code, and for record-level validation the
+/// offending records (index in the batch, reason) and a summary, as Kafka reports them.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: ResponseError,
+    pub record_errors: Vec<(i32, String)>,
+    pub message: Option<String>,
+    /// The log start, which Kafka reports with record-level errors.
+    pub log_start: Option<Offset>,
+}
+
+impl From<ResponseError> for Refusal {
+    fn from(error: ResponseError) -> Self {
+        Refusal {
+            error,
+            record_errors: Vec::new(),
+            message: None,
+            log_start: None,
+        }
+    }
 }
 
 /// A partition's offsets as readers see them.
@@ -100,7 +138,7 @@ pub struct Partition {
     /// Serializes sequence checks with appends so pipelined idempotent batches can't race.
     append_lock: Semaphore,
     waiters: RefCell<Vec<flume::Sender<()>>>,
-    log_append_time: Cell<bool>,
+    rules: Cell<RecordRules>,
     /// Bytes appended since the last producer-state snapshot.
     unsnapshotted_bytes: Cell<u64>,
 }
@@ -125,7 +163,7 @@ impl Partition {
         topic: String,
         index: i32,
         config: LogConfig,
-        log_append_time: bool,
+        rules: RecordRules,
     ) -> Result<Rc<Self>, StorageError> {
         // The shard syncs the file system once for every partition it opens, before serving.
         let log = PartitionLog::open_unsynced(dir, config).await?;
@@ -139,7 +177,7 @@ impl Partition {
             max_timestamp: Cell::new((-1, -1)),
             append_lock: Semaphore::new(1),
             waiters: RefCell::new(Vec::new()),
-            log_append_time: Cell::new(log_append_time),
+            rules: Cell::new(rules),
             unsnapshotted_bytes: Cell::new(0),
         });
         p.rebuild_producer_state().await?;
@@ -179,7 +217,8 @@ impl Partition {
 
     fn note_batch(&self, h: &BatchHeader, base: u64) {
         let last = base as i64 + h.last_offset_delta as i64;
-        if h.max_timestamp >= self.max_timestamp.get().0 {
+        // On a tie the earlier batch keeps it, as in Kafka.
+        if h.max_timestamp > self.max_timestamp.get().0 {
             self.max_timestamp.set((h.max_timestamp, last));
         }
         if h.producer_id >= 0 && !h.is_control() {
@@ -326,9 +365,9 @@ impl Partition {
         self.log.close().await
     }
 
-    pub fn set_config(&self, config: LogConfig, log_append_time: bool) {
+    pub fn set_config(&self, config: LogConfig, rules: RecordRules) {
         self.log.set_config(config);
-        self.log_append_time.set(log_append_time);
+        self.rules.set(rules);
     }
 
     pub fn watermarks(&self) -> Watermarks {
@@ -392,7 +431,29 @@ impl Partition {
         records: Bytes,
         durability: Durability,
         now_ms: i64,
+    ) -> Result<ProduceOutcome, Refusal> {
+        self.append_batches(records, durability, now_ms, true).await
+    }
+
+    /// Appends the broker's own records (group state, offsets), which the record-level
+    /// rules meant for clients' data need not check.
+    pub async fn produce_own(
+        self: &Rc<Self>,
+        records: Bytes,
+        durability: Durability,
     ) -> Result<ProduceOutcome, ResponseError> {
+        self.append_batches(records, durability, 0, false)
+            .await
+            .map_err(|r| r.error)
+    }
+
+    async fn append_batches(
+        self: &Rc<Self>,
+        records: Bytes,
+        durability: Durability,
+        now_ms: i64,
+        check: bool,
+    ) -> Result<ProduceOutcome, Refusal> {
         let batches = split_batches(&records)?;
         let _permit = self
             .append_lock
@@ -400,10 +461,20 @@ impl Partition {
             .await
             .map_err(|_| ResponseError::KafkaStorageError)?;
         let mut first_base = None;
-        let log_append_time = self.log_append_time.get();
+        let rules = self.rules.get();
+        let log_append_time = rules.log_append_time;
         for b in batches {
             let h = sluice_storage::parse_header(b).map_err(|_| ResponseError::CorruptMessage)?;
-            if let Some(dup) = self.check_sequence(&h)? {
+            // Kafka reports the log start with record and sequence errors (not with a
+            // malformed batch).
+            let with_start = |mut r: Refusal| {
+                r.log_start = Some(self.log.start().offset);
+                r
+            };
+            if check {
+                check_records(b, &h, &rules, now_ms).map_err(with_start)?;
+            }
+            if let Some(dup) = self.check_sequence(&h).map_err(|e| with_start(e.into()))? {
                 first_base.get_or_insert(dup);
                 continue;
             }
@@ -476,8 +547,66 @@ impl Partition {
         Some(rx)
     }
 
-    /// Kafka read: whole batches from `offset` up to the high watermark.
+    /// Kafka's fetch read: the log from the batch holding `offset` up to the high watermark,
+    /// cut at `max_bytes` even inside a batch, as Kafka sends a slice of its log file
+    /// (clients drop a partial last batch and fetch it again). With `min_one` the limit
+    /// grows to the first batch's size (KIP-74: the first partition with data in a
+    /// response, so a consumer always progresses).
     pub async fn fetch(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<(Vec<Bytes>, Watermarks), ResponseError> {
+        let (mut batches, w) = self.read_whole(offset, max_bytes).await?;
+        let Some(first) = batches.first() else {
+            return Ok((batches, w));
+        };
+        let first_len = first.len();
+        let limit = if min_one {
+            max_bytes.max(first_len)
+        } else {
+            max_bytes
+        };
+        let mut total = 0;
+        let mut keep = 0;
+        for b in batches.iter_mut() {
+            if total >= limit {
+                break;
+            }
+            if total + b.len() > limit {
+                *b = b.slice(..limit - total);
+            }
+            total += b.len();
+            keep += 1;
+        }
+        batches.truncate(keep);
+        // A first batch cut short is dropped, not sent: Kafka sends a partial batch only
+        // after whole ones.
+        if batches.len() == 1 && batches[0].len() < first_len {
+            batches.clear();
+            return Ok((batches, w));
+        }
+        // Every batch is whole and there is room: the next one did not fit, and Kafka fills
+        // the room with its start.
+        if total < limit {
+            let last = batches.last().expect("the first batch is kept");
+            let h =
+                sluice_storage::parse_header(last).map_err(|_| ResponseError::CorruptMessage)?;
+            let next = Offset(h.base_offset as u64 + h.offset_count());
+            if next < w.high_watermark {
+                let (more, _) = self.read_whole(next, 1).await?;
+                if let Some(b) = more.first() {
+                    batches.push(b.slice(..(limit - total).min(b.len())));
+                }
+            }
+        }
+        Ok((batches, w))
+    }
+
+    /// Whole batches from `offset` below the high watermark: up to `max_bytes`, but at
+    /// least one.
+    async fn read_whole(
         &self,
         offset: Offset,
         max_bytes: usize,
@@ -505,7 +634,7 @@ impl Partition {
         from: Offset,
         max_bytes: usize,
     ) -> Result<(Vec<Record>, Offset), ResponseError> {
-        let (batches, _) = self.fetch(from, max_bytes).await?;
+        let (batches, _) = self.read_whole(from, max_bytes).await?;
         let mut next = from;
         let mut records = Vec::new();
         for b in batches {
@@ -531,19 +660,93 @@ fn split_batches(records: &Bytes) -> Result<Vec<&[u8]>, ResponseError> {
     let mut rest = &records[..];
     while !rest.is_empty() {
         let len = sluice_storage::batch_len(rest).ok_or(ResponseError::CorruptMessage)?;
-        if len < sluice_storage::BATCH_HEADER_BYTES as i64 || len > rest.len() as i64 {
+        if len < sluice_storage::BATCH_HEADER_BYTES as i64 {
             return Err(ResponseError::CorruptMessage);
+        }
+        // Kafka sees no whole batch in a truncated one, and wants exactly one.
+        if len > rest.len() as i64 {
+            return Err(ResponseError::InvalidRecord);
         }
         let (b, r) = rest.split_at(len as usize);
         out.push(b);
         rest = r;
     }
+    // Produce v3+ carries exactly one batch per partition; Kafka refuses none or more.
     match out.len() {
-        0 => Err(ResponseError::CorruptMessage),
         1 => Ok(out),
-        // Produce v3+ carries exactly one batch per partition; Kafka refuses more.
         _ => Err(ResponseError::InvalidRecord),
     }
+}
+
+/// Kafka's record-level validation of one batch: keys on compacted topics and CreateTime
+/// timestamps within the topic's bounds. Records are decoded only when a rule could fail:
+/// always for a compacted topic, otherwise only when the header's max timestamp is past
+/// the upper bound or a lower bound is configured.
+fn check_records(
+    b: &[u8],
+    h: &BatchHeader,
+    rules: &RecordRules,
+    now_ms: i64,
+) -> Result<(), Refusal> {
+    if h.is_control() {
+        return Ok(());
+    }
+    let check_time = !rules.log_append_time;
+    let too_late = now_ms.saturating_add(rules.timestamp_after_max_ms);
+    let too_early = now_ms.saturating_sub(rules.timestamp_before_max_ms);
+    let may_fail = rules.keys_required
+        || (check_time && (h.max_timestamp > too_late || rules.timestamp_before_max_ms < i64::MAX));
+    if !may_fail {
+        return Ok(());
+    }
+    let mut buf = Bytes::copy_from_slice(b);
+    let records = RecordBatchDecoder::decode(&mut buf)
+        .map_err(|_| ResponseError::CorruptMessage)?
+        .records;
+    // One error per record, the key's first, as Kafka's validator reports them.
+    let mut record_errors = Vec::new();
+    let mut bad_time = false;
+    for (i, r) in records.iter().enumerate() {
+        let reason = if rules.keys_required && r.key.is_none() {
+            "no key, and the topic is compacted by key".to_string()
+        } else if check_time
+            && r.timestamp != NO_TIMESTAMP
+            && (r.timestamp < too_early || r.timestamp > too_late)
+        {
+            bad_time = true;
+            format!(
+                "timestamp {} outside the topic's bounds [{too_early}, {too_late}]",
+                r.timestamp
+            )
+        } else {
+            continue;
+        };
+        record_errors.push((i as i32, reason));
+    }
+    if record_errors.is_empty() {
+        return Ok(());
+    }
+    // A timestamp error sets the partition's code even when other records lack keys.
+    let (error, message) = if bad_time {
+        (
+            ResponseError::InvalidTimestamp,
+            format!(
+                "{} records refused, at least one for its timestamp",
+                record_errors.len()
+            ),
+        )
+    } else {
+        (
+            ResponseError::InvalidRecord,
+            format!("{} records refused, without keys", record_errors.len()),
+        )
+    };
+    Err(Refusal {
+        error,
+        record_errors,
+        message: Some(message),
+        log_start: None,
+    })
 }
 
 /// For `message.timestamp.type=LogAppendTime`: the broker sets the batch's max timestamp

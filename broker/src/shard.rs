@@ -298,9 +298,10 @@ impl Shard {
                     continue;
                 }
                 match self.local_partition(&t.id, p) {
-                    Some(part) => {
-                        part.set_config(self.config.log_config(&t.configs), log_append_time(t))
-                    }
+                    Some(part) => part.set_config(
+                        self.config.log_config(&t.configs),
+                        self.config.record_rules(&t.configs),
+                    ),
                     None => to_open.push(p),
                 }
             }
@@ -349,7 +350,8 @@ impl Shard {
     async fn open_partition(self: &Rc<Self>, t: &Topic, p: i32) -> Option<Rc<Partition>> {
         let dir = partition_dir(&self.config.data_dir, &t.name, p);
         let config = self.config.log_config(&t.configs);
-        match Partition::open(&dir, t.name.clone(), p, config, log_append_time(t)).await {
+        let rules = self.config.record_rules(&t.configs);
+        match Partition::open(&dir, t.name.clone(), p, config, rules).await {
             Ok(part) => Some(part),
             Err(e) => {
                 if !self.is_offline(&t.id, p) {
@@ -418,12 +420,6 @@ where
         out.push(t.await);
     }
     out
-}
-
-fn log_append_time(t: &Topic) -> bool {
-    t.configs
-        .get("message.timestamp.type")
-        .is_some_and(|v| v == "LogAppendTime")
 }
 
 impl Shard {
@@ -537,7 +533,7 @@ impl Shard {
                     let batch = crate::groups::offset_records(&group, &records);
                     let r = s
                         .with_group(&group.clone(), move |_, p| async move {
-                            p.produce(batch, Durability::Quorum, 0).await
+                            p.produce_own(batch, Durability::Quorum).await
                         })
                         .await;
                     if !matches!(r, Ok(Ok(_))) {

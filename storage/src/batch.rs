@@ -33,6 +33,8 @@ pub enum BatchError {
     },
     #[error("batch of {size} bytes exceeds the {max}-byte limit")]
     TooLarge { size: usize, max: usize },
+    #[error("compression codec {0} is none of Kafka's (0 to {COMPRESSION_CODEC_MAX})")]
+    UnknownCompression(i16),
 }
 
 /// The header fields the log and its callers care about.
@@ -129,6 +131,11 @@ pub fn validate(b: &[u8], max_bytes: usize) -> Result<BatchHeader, BatchError> {
         return Err(BatchError::BadCrc { stored, computed });
     }
     let h = parse_header(b)?;
+    // A codec no consumer can decode would make the batch unreadable forever.
+    let codec = h.attributes & COMPRESSION_MASK;
+    if codec > COMPRESSION_CODEC_MAX {
+        return Err(BatchError::UnknownCompression(codec));
+    }
     if h.records_count < 1 {
         return Err(BatchError::NoRecords(h.records_count));
     }
@@ -149,6 +156,8 @@ pub(crate) fn set_base_offset_and_epoch(b: &mut [u8], base_offset: u64, epoch: i
 
 /// Bits of `attributes` naming the compression codec (0 = none).
 pub const COMPRESSION_MASK: i16 = 0x07;
+/// The highest codec Kafka defines (4, zstd); 5 to 7 are unassigned.
+pub const COMPRESSION_CODEC_MAX: i16 = 4;
 
 /// One record inside a batch's (uncompressed) records section, as compaction needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]

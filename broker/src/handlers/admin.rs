@@ -65,6 +65,14 @@ const TOPIC_TO_BROKER_KEY: &[(&str, &str)] = &[
     ("max.message.bytes", "message.max.bytes"),
     ("message.timestamp.type", "log.message.timestamp.type"),
     (
+        "message.timestamp.before.max.ms",
+        "log.message.timestamp.before.max.ms",
+    ),
+    (
+        "message.timestamp.after.max.ms",
+        "log.message.timestamp.after.max.ms",
+    ),
+    (
         "min.cleanable.dirty.ratio",
         "log.cleaner.min.cleanable.ratio",
     ),
@@ -87,7 +95,12 @@ pub fn broker_key_of(topic_key: &str) -> Option<&'static str> {
 pub fn topic_config_type(key: &str) -> i8 {
     match key {
         "cleanup.policy" => TYPE_LIST,
-        "retention.ms" | "retention.bytes" | "segment.ms" | "delete.retention.ms" => TYPE_LONG,
+        "retention.ms"
+        | "retention.bytes"
+        | "segment.ms"
+        | "delete.retention.ms"
+        | "message.timestamp.before.max.ms"
+        | "message.timestamp.after.max.ms" => TYPE_LONG,
         "min.cleanable.dirty.ratio" => TYPE_DOUBLE,
         "segment.bytes" | "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" => {
             TYPE_INT

@@ -71,7 +71,9 @@ pub async fn handle(s: &Rc<Shard>, r: CreatePartitionsRequest) -> CreatePartitio
         let mut e = CreatePartitionsTopicResult::default();
         e.name = t.name;
         e.error_code = error_code;
-        e.error_message = error_message;
+        // Kafka names no reason for an unknown topic here.
+        e.error_message =
+            error_message.filter(|_| error_code != ResponseError::UnknownTopicOrPartition.code());
         resp.results.push(e);
     }
     resp

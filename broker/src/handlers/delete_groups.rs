@@ -30,10 +30,10 @@ pub async fn handle(s: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsRespon
                 };
                 let tombstones: Vec<_> = keys.into_iter().map(|(t, p)| (t, p, None)).collect();
                 if !tombstones.is_empty() {
-                    p.produce(offset_records(&n, &tombstones), Durability::Quorum, 0)
+                    p.produce_own(offset_records(&n, &tombstones), Durability::Quorum)
                         .await?;
                 }
-                p.produce(group_record(&n, None), Durability::Quorum, 0)
+                p.produce_own(group_record(&n, None), Durability::Quorum)
                     .await?;
                 sh.groups.groups.borrow_mut().remove(&n);
                 Ok(())

@@ -43,7 +43,13 @@ pub async fn handle(s: &Rc<Shard>, r: DescribeConfigsRequest) -> DescribeConfigs
         let (error_code, error_message) = error_fields(&described);
         let mut out = DescribeConfigsResult::default();
         out.error_code = error_code;
-        out.error_message = error_message;
+        // Kafka sends an empty message when the error has none of its own (NONE, an
+        // unknown topic).
+        out.error_message = match error_code {
+            0 => Some(str_bytes("")),
+            c if c == ResponseError::UnknownTopicOrPartition.code() => Some(str_bytes("")),
+            _ => error_message,
+        };
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();
         // Kafka treats a null or empty key list as "every config".

@@ -19,6 +19,25 @@ pub const VERSIONS: VersionRange = VersionRange::new(1, 4);
 /// Kafka's value for total and usable bytes it does not know (v4+).
 const UNKNOWN_VOLUME_BYTES: i64 = -1;
 
+/// Total and usable bytes of the file system holding `dir`, as Kafka reports its log
+/// directory's volume; unknown if it can't be asked. (statvfs reads no data: cheap enough
+/// for an admin request on the shard.)
+fn volume_bytes(dir: &std::path::Path) -> (i64, i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let unknown = (UNKNOWN_VOLUME_BYTES, UNKNOWN_VOLUME_BYTES);
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return unknown;
+    };
+    // SAFETY: statvfs is plain data, valid when zeroed; `path` is NUL-terminated and
+    // outlives the call, and `st` is a valid out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return unknown;
+    }
+    let block = st.f_frsize as i64;
+    (st.f_blocks as i64 * block, st.f_bavail as i64 * block)
+}
+
 pub async fn handle(s: &Rc<Shard>, r: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
     // None: every partition; otherwise only those asked for.
     let wanted: Option<BTreeSet<(String, i32)>> = r.topics.map(|ts| {
@@ -53,8 +72,7 @@ pub async fn handle(s: &Rc<Shard>, r: DescribeLogDirsRequest) -> DescribeLogDirs
     let data_dir =
         std::path::absolute(&s.config.data_dir).unwrap_or_else(|_| s.config.data_dir.clone());
     dir.log_dir = str_bytes(&data_dir.display().to_string());
-    dir.total_bytes = UNKNOWN_VOLUME_BYTES;
-    dir.usable_bytes = UNKNOWN_VOLUME_BYTES;
+    (dir.total_bytes, dir.usable_bytes) = volume_bytes(&data_dir);
     dir.topics = sizes
         .into_iter()
         .map(|(name, mut parts)| {

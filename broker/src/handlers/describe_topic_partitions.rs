@@ -13,7 +13,7 @@ use sluice_protocol::kafka_protocol::messages::{
 };
 use sluice_protocol::{ResponseError, VersionRange};
 
-use super::admin::{AUTHORIZED_OPERATIONS_OMITTED, TOPIC_AUTHORIZED_OPERATIONS};
+use super::admin::TOPIC_AUTHORIZED_OPERATIONS;
 use super::topic_name;
 use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
@@ -55,7 +55,9 @@ pub async fn handle(
     while let Some(name) = names.next() {
         let mut t = DescribeTopicPartitionsResponseTopic::default();
         t.name = Some(topic_name(&name));
-        t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+        // Kafka always fills this in here (the request has no flag), unknown topics too;
+        // no authorizer: all.
+        t.topic_authorized_operations = TOPIC_AUTHORIZED_OPERATIONS;
         let Some(topic) = image.topic(&name) else {
             t.error_code = ResponseError::UnknownTopicOrPartition.code();
             resp.topics.push(t);
@@ -63,8 +65,6 @@ pub async fn handle(
         };
         t.topic_id = topic.id;
         t.is_internal = topic.name.starts_with("__");
-        // Kafka always fills this in here (the request has no flag); no authorizer: all.
-        t.topic_authorized_operations = TOPIC_AUTHORIZED_OPERATIONS;
         let start = if first_topic.as_deref() == Some(name.as_str()) {
             first_partition.max(0)
         } else {

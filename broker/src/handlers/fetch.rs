@@ -1,8 +1,10 @@
-//! Fetch: whole stored batches from each partition's owner shard, up to the high watermark
-//! and the request's byte limits. If fewer than `min_bytes` are ready, the request parks
-//! until an append makes data durable on one of its partitions or `max_wait_ms` passes —
-//! woken by the partitions, never by polling. Fetch sessions (KIP-227) are declined: every
-//! answer carries session id 0, so clients send full requests.
+//! Fetch: stored batches from each partition's owner shard, up to the high watermark and
+//! the request's byte limits, which are hard limits as in Kafka: only the first batch of the
+//! first partition with data may exceed them (KIP-74), and a partition's bytes end where the
+//! budget does, possibly inside a batch. If fewer than `min_bytes` are ready, the request
+//! parks until an append makes data durable on one of its partitions or `max_wait_ms`
+//! passes — woken by the partitions, never by polling. Fetch sessions (KIP-227) are
+//! declined: every answer carries session id 0, so clients send full requests.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ use crate::shard::Shard;
 
 pub const VERSIONS: VersionRange = VersionRange::new(4, 17);
 const TOPIC_ID_VERSION: i16 = 13;
+/// The request's `isolation_level` for read_committed consumers.
+const READ_COMMITTED: i8 = 1;
 
 struct Item {
     topic: TopicName,
@@ -75,11 +79,9 @@ pub async fn handle(s: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRespon
     let wait = Duration::from_millis((r.max_wait_ms.max(0) as u64).min(FETCH_MAX_WAIT_MS_LIMIT));
     let deadline = Instant::now() + wait;
     let min_bytes = r.min_bytes.max(0) as usize;
-    let max_bytes = if r.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        r.max_bytes as usize
-    };
+    // As Kafka: 0 means 0 (the first batch still comes, KIP-74), and the broker's
+    // `fetch.max.bytes` caps what a client may ask for.
+    let max_bytes = (r.max_bytes.max(0) as usize).min(s.config.fetch_max_bytes);
     let got = loop {
         let got = read_pass(s, &items, max_bytes).await;
         let total: usize = got
@@ -116,7 +118,10 @@ pub async fn handle(s: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRespon
         // No transactions yet: everything below the high watermark is stable.
         pd.last_stable_offset = pd.high_watermark;
         pd.log_start_offset = g.marks.map_or(-1, |m| kafka_offset(m.log_start));
-        pd.aborted_transactions = Some(Vec::new());
+        // Kafka lists aborted transactions to read_committed consumers, and an empty list
+        // for a partition it could not find.
+        pd.aborted_transactions =
+            (r.isolation_level == READ_COMMITTED || item.resolved.is_err()).then(Vec::new);
         pd.preferred_read_replica = BrokerId(-1);
         pd.records = Some(concat(&g.batches));
         resp.responses
@@ -129,7 +134,7 @@ pub async fn handle(s: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRespon
 }
 
 /// One read of every partition, in request order, sharing the response byte budget. The
-/// first partition with data always returns at least one whole batch.
+/// first partition with data returns at least one whole batch; the others only what fits.
 async fn read_pass(s: &Rc<Shard>, items: &[Item], max_bytes: usize) -> Vec<Got> {
     let mut remaining = max_bytes;
     let mut any = false;
@@ -146,15 +151,17 @@ async fn read_pass(s: &Rc<Shard>, items: &[Item], max_bytes: usize) -> Vec<Got> 
                 continue;
             }
         };
+        // KIP-74: until some partition returned data, a first batch larger than the limits
+        // comes whole so the consumer progresses; after that the limits are hard.
+        let min_one = !any;
         // Budget spent: report only watermarks, so the client comes back for the rest.
-        let budget_left = !any || remaining > 0;
-        let limit = item.max_bytes.min(remaining).max(1);
+        let limit = item.max_bytes.min(remaining);
         let offset = item.offset;
         let r = s
             .with_partition(id, partition, move |p| async move {
-                if budget_left {
+                if limit > 0 || min_one {
                     let offset = log_offset(offset).ok_or(ResponseError::OffsetOutOfRange)?;
-                    p.fetch(offset, limit).await
+                    p.fetch(offset, limit.max(1), min_one).await
                 } else {
                     Ok((Vec::new(), p.watermarks()))
                 }

@@ -61,6 +61,10 @@ pub async fn handle(
         resp.coordinators = coordinators;
     } else if let Some(c) = coordinators.into_iter().next() {
         resp.error_code = c.error_code;
+        // Kafka's v1–v3 message is the error's name, "NONE" included.
+        if c.error_code == 0 {
+            resp.error_message = Some(str_bytes("NONE"));
+        }
         resp.node_id = c.node_id;
         resp.host = c.host;
         resp.port = c.port;

@@ -17,6 +17,12 @@ pub async fn handle(s: &Rc<Shard>, r: InitProducerIdRequest) -> InitProducerIdRe
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
+    // An empty transactional id is malformed (Kafka); any other is a transaction, which
+    // Sluice does not offer yet.
+    if r.transactional_id.as_ref().is_some_and(|t| t.0.is_empty()) {
+        resp.error_code = ResponseError::InvalidRequest.code();
+        return resp;
+    }
     if r.transactional_id.is_some() {
         resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         return resp;

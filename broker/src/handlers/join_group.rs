@@ -68,8 +68,11 @@ pub async fn handle(
     resp.error_code = result.error.map_or(0, |e| e.code());
     resp.generation_id = result.generation;
     resp.protocol_type = result.protocol_type.as_deref().map(str_bytes);
-    // v0–v6 encode the protocol name as a non-null string.
-    resp.protocol_name = Some(str_bytes(result.protocol.as_deref().unwrap_or("")));
+    // v0–v6 encode the protocol name as a non-null string; v7+ as Kafka, null on errors.
+    resp.protocol_name = match (&result.protocol, version) {
+        (None, 7..) if result.error.is_some() => None,
+        (p, _) => Some(str_bytes(p.as_deref().unwrap_or(""))),
+    };
     resp.leader = str_bytes(&result.leader);
     resp.member_id = str_bytes(&result.member_id);
     resp.members = result

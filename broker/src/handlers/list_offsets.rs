@@ -34,14 +34,17 @@ pub async fn handle(s: &Rc<Shard>, r: ListOffsetsRequest, version: i16) -> ListO
             pr.partition_index = p.partition_index;
             pr.timestamp = -1;
             pr.offset = -1;
-            pr.leader_epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
+            // Kafka names the epoch only of an offset it found.
+            pr.leader_epoch = -1;
             let result = match topic {
                 Some((id, count)) if (0..count).contains(&p.partition_index) => {
                     let ts = p.timestamp;
                     s.with_partition(id, p.partition_index, move |part| async move {
                         let w = part.watermarks();
                         match ts {
-                            LATEST | LATEST_TIERED => Ok(Some((w.high_watermark, -1))),
+                            LATEST => Ok(Some((w.high_watermark, -1))),
+                            // No tiered storage: Kafka has no tiered offset to give.
+                            LATEST_TIERED => Ok(None),
                             EARLIEST | EARLIEST_LOCAL => Ok(Some((w.log_start, -1))),
                             MAX_TIMESTAMP => Ok(part.max_timestamp().and_then(|(t, o)| {
                                 (o >= w.log_start && o < w.high_watermark).then_some((o, t))
@@ -59,6 +62,9 @@ pub async fn handle(s: &Rc<Shard>, r: ListOffsetsRequest, version: i16) -> ListO
                 Ok(Some((offset, ts))) => {
                     pr.offset = kafka_offset(offset);
                     pr.timestamp = ts;
+                    if version >= 4 {
+                        pr.leader_epoch = LEADER_EPOCH;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => pr.error_code = e.code(),

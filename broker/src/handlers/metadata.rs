@@ -22,7 +22,26 @@ use crate::topics::{plan_create, PartitionBudget};
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 13);
 
+/// The first version in which Kafka looks topics up by id.
+const TOPIC_ID_LOOKUP_VERSION: i16 = 12;
+
 pub async fn handle(s: &Rc<Shard>, r: MetadataRequest, version: i16) -> MetadataResponse {
+    // Before v12 a topic id is an invalid request, and Kafka's whole answer is that error:
+    // every topic with INVALID_REQUEST, no brokers, no cluster id.
+    let ids = r.topics.iter().flatten().any(|t| !t.topic_id.is_nil());
+    if version < TOPIC_ID_LOOKUP_VERSION && ids {
+        let mut resp = MetadataResponse::default();
+        resp.topics = r
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| {
+                let name = t.name.as_ref().map_or("", |n| n.0.as_str()).to_string();
+                missing_entry(Some(name), t.topic_id, ResponseError::InvalidRequest)
+            })
+            .collect();
+        return resp;
+    }
     let mut image = s.metadata();
     // v0 has no allow flag and always auto-creates; v4+ lets the client say no.
     let allow_create =

@@ -66,7 +66,7 @@ pub async fn handle(s: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
                 .iter()
                 .map(|(t, p, c)| (t.clone(), *p, Some(c.clone())))
                 .collect();
-            p.produce(offset_records(&g, &records), Durability::Quorum, 0)
+            p.produce_own(offset_records(&g, &records), Durability::Quorum)
                 .await?;
             sh.groups.apply_commits(&g, &commits);
             Ok(())

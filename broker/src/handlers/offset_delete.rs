@@ -51,7 +51,7 @@ pub async fn handle(s: &Rc<Shard>, r: OffsetDeleteRequest) -> OffsetDeleteRespon
                     .iter()
                     .map(|(t, p)| (t.clone(), *p, None))
                     .collect();
-                p.produce(offset_records(&g, &tombstones), Durability::Quorum, 0)
+                p.produce_own(offset_records(&g, &tombstones), Durability::Quorum)
                     .await?;
                 if let Some(grp) = sh.groups.groups.borrow_mut().get_mut(&g) {
                     for k in &deletable {

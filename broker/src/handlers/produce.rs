@@ -5,9 +5,10 @@
 use std::rc::Rc;
 
 use sluice_protocol::kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use sluice_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use sluice_protocol::kafka_protocol::protocol::StrBytes;
 use sluice_protocol::{ResponseError, VersionRange};
 
 use super::{kafka_offset, now_ms};
@@ -41,7 +42,7 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
             let s = s.clone();
             let fut = async move {
                 if transactional {
-                    return Err(ResponseError::TransactionalIdAuthorizationFailed);
+                    return Err(ResponseError::TransactionalIdAuthorizationFailed.into());
                 }
                 let durability = durability.ok_or(ResponseError::InvalidRequiredAcks)?;
                 let (id, count) = topic_info.ok_or(if version >= TOPIC_ID_VERSION {
@@ -50,7 +51,7 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
                     ResponseError::UnknownTopicOrPartition
                 })?;
                 if index < 0 || index >= count {
-                    return Err(ResponseError::UnknownTopicOrPartition);
+                    return Err(ResponseError::UnknownTopicOrPartition.into());
                 }
                 let records = records.ok_or(ResponseError::CorruptMessage)?;
                 let now = now_ms();
@@ -72,16 +73,30 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
             let mut pr = PartitionProduceResponse::default();
             pr.index = index;
             pr.log_append_time_ms = -1;
-            match task.await.unwrap_or(Err(ResponseError::UnknownServerError)) {
+            match task
+                .await
+                .unwrap_or(Err(ResponseError::UnknownServerError.into()))
+            {
                 Ok(o) => {
                     pr.base_offset = kafka_offset(o.base_offset);
                     pr.log_append_time_ms = o.log_append_time_ms;
                     pr.log_start_offset = kafka_offset(o.log_start);
                 }
-                Err(e) => {
-                    pr.error_code = e.code();
+                Err(r) => {
+                    pr.error_code = r.error.code();
                     pr.base_offset = -1;
-                    pr.log_start_offset = -1;
+                    pr.log_start_offset = r.log_start.map_or(-1, kafka_offset);
+                    pr.record_errors = r
+                        .record_errors
+                        .into_iter()
+                        .map(|(i, m)| {
+                            let mut e = BatchIndexAndErrorMessage::default();
+                            e.batch_index = i;
+                            e.batch_index_error_message = Some(StrBytes::from_string(m));
+                            e
+                        })
+                        .collect();
+                    pr.error_message = r.message.map(StrBytes::from_string);
                 }
             }
             tr.partition_responses.push(pr);

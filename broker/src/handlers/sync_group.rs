@@ -37,7 +37,7 @@ pub async fn handle(s: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
                     .borrow()
                     .get(&g)
                     .and_then(|x| x.protocol_type.clone());
-                p.produce(group_record(&g, Some(protocol_type)), Durability::Quorum, 0)
+                p.produce_own(group_record(&g, Some(protocol_type)), Durability::Quorum)
                     .await?;
             }
             Ok::<_, ResponseError>(rx)

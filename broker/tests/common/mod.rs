@@ -113,6 +113,49 @@ impl Broker {
         })
     }
 
+    /// Starts Apache Kafka through `benches/kafka/kafka.sh`, whatever the environment
+    /// says: for tests that compare Sluice with it. Fails, naming what to install, when
+    /// Java or the Kafka jars are missing.
+    pub fn start_reference_kafka() -> Broker {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let script = root.join("benches/kafka/kafka.sh");
+        let java_ok = Command::new("java")
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            java_ok,
+            "this test runs Apache Kafka as the reference: install a JDK 17+ (e.g. the \
+             openjdk-17-jdk package) so that `java` is on PATH"
+        );
+        let has_jars = std::fs::read_dir(root.join("benches/kafka/lib")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("kafka_2.13-"))
+        });
+        assert!(
+            has_jars,
+            "this test runs Apache Kafka as the reference: fetch its jars first with \
+             `bash benches/kafka/kafka.sh fetch` (needs Maven)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-test-kafka-")
+            .tempdir()
+            .expect("create temp dir");
+        let (port, _) = free_port_pair();
+        let broker = Broker {
+            backend: Backend::KafkaSh { script },
+            opts: BrokerOpts::default(),
+            dir: Some(dir),
+            port,
+            admin_port: 0,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        broker.launch();
+        broker
+    }
+
     pub fn start_with(opts: BrokerOpts) -> Broker {
         if let Ok(bootstrap) = std::env::var("SLUICE_BOOTSTRAP") {
             let bootstrap = bootstrap.trim().to_string();
