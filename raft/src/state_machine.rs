@@ -22,6 +22,11 @@ use crate::types::{AppliedBatch, Entry, LogId, PartitionRaft, SnapshotMeta, Stor
 
 /// File of the snapshot record inside a partition directory.
 pub const SNAPSHOT_FILE: &str = "raft-snapshot";
+/// File of the applied-position record: where a restart resumes applying.
+pub const APPLIED_FILE: &str = "raft-applied";
+/// Batch bytes applied between applied-position records: a restart applies at most this
+/// much again (it reads it back from the log) before the partition is served.
+pub const APPLIED_CHECKPOINT_BYTES: u64 = 32 << 20;
 
 /// What a snapshot carries besides its meta: the first Kafka offset after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +40,7 @@ struct SavedSnapshot {
     data: PartitionSnapshot,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 struct Applied {
     last: Option<LogId>,
     membership: StoredMembership,
@@ -81,6 +87,11 @@ pub struct StateMachine {
     /// Memberships applied since the oldest one a snapshot at the prefix point may need.
     memberships: Vec<StoredMembership>,
     prefix: PrefixPoint,
+    /// Applied entries are committed and durable here, so recording where applying got to
+    /// is safe; a restart resumes from the newer of it and the snapshot.
+    applied_record: Checkpoint,
+    unrecorded_bytes: u64,
+    checkpoint_bytes: u64,
     /// Shared with the broker: the high watermark readers may see up to.
     high_watermark: Rc<Cell<Offset>>,
     record: Rc<Record>,
@@ -106,7 +117,7 @@ impl StateMachine {
             })?),
             None => None,
         };
-        let applied = match &current {
+        let mut applied = match &current {
             Some(s) => Applied {
                 last: s.meta.last_log_id,
                 membership: s.meta.last_membership.clone(),
@@ -118,11 +129,28 @@ impl StateMachine {
                 next_offset: log.start().offset.0,
             },
         };
+        let (applied_record, saved) = Checkpoint::open(&dir.join(APPLIED_FILE))
+            .await
+            .map_err(io_err)?;
+        if let Some(b) = saved {
+            let recorded: Applied = serde_json::from_slice(&b).map_err(|e| {
+                io_err(format!(
+                    "{}: damaged applied-position record: {e}",
+                    dir.display()
+                ))
+            })?;
+            if recorded.last > applied.last {
+                applied = recorded;
+            }
+        }
         let high_watermark = Rc::new(Cell::new(Offset(applied.next_offset)));
         Ok(StateMachine {
             log,
             memberships: vec![applied.membership.clone()],
             prefix: PrefixPoint::default(),
+            applied_record,
+            unrecorded_bytes: 0,
+            checkpoint_bytes: APPLIED_CHECKPOINT_BYTES,
             applied,
             high_watermark,
             record: Rc::new(Record {
@@ -130,6 +158,13 @@ impl StateMachine {
                 current: RefCell::new(current),
             }),
         })
+    }
+
+    /// Records the applied position every `bytes` of applied batches instead of
+    /// `APPLIED_CHECKPOINT_BYTES`.
+    pub fn with_checkpoint_bytes(mut self, bytes: u64) -> Self {
+        self.checkpoint_bytes = bytes;
+        self
     }
 
     /// Where `advance_log_start` tells the snapshot builder to cut.
@@ -155,6 +190,7 @@ impl StateMachine {
                 let count = sluice_storage::parse_header(&batch.0).map_or(0, |h| h.offset_count());
                 let base = self.applied.next_offset;
                 self.applied.next_offset = base + count;
+                self.unrecorded_bytes += batch.0.len() as u64;
                 self.high_watermark.set(Offset(self.applied.next_offset));
                 Some(AppliedBatch {
                     base_offset: base,
@@ -207,6 +243,11 @@ impl RaftStateMachine<PartitionRaft> for StateMachine {
                     last_offset: at.saturating_sub(1),
                 }));
             }
+        }
+        if self.unrecorded_bytes >= self.checkpoint_bytes {
+            let bytes = serde_json::to_vec(&self.applied).map_err(io_err)?;
+            self.applied_record.store(&bytes).await.map_err(io_err)?;
+            self.unrecorded_bytes = 0;
         }
         Ok(())
     }

@@ -226,3 +226,30 @@ fn applying_moves_the_high_watermark_and_a_snapshot_restarts_a_lagging_log() {
         assert_eq!(fsm.high_watermark().get(), Offset(7));
     });
 }
+
+#[test]
+fn a_restart_resumes_applying_from_the_recorded_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p0");
+    std::fs::create_dir_all(&dir).unwrap();
+    GlommioRuntime::run(async move {
+        let entries = vec![
+            Entry::new_blank(log_id(1, 0)),
+            Entry::new_normal(log_id(1, 1), Batch(batch(3))),
+            Entry::new_normal(log_id(1, 2), Batch(batch(2))),
+        ];
+        {
+            let (log, mut store, sm) = open(&dir).await;
+            let mut sm = sm.with_checkpoint_bytes(1);
+            append(&log, &mut store, entries.clone()).await;
+            let items = entries.into_iter().map(|e| Ok((e, None)));
+            sm.apply(futures_util::stream::iter(items)).await.unwrap();
+        }
+        // Without the record a restart would start from nothing applied and read the whole
+        // log again.
+        let (_, _, mut sm) = open(&dir).await;
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(log_id(1, 2)));
+        assert_eq!(sm.high_watermark().get(), Offset(5));
+    });
+}
