@@ -6,7 +6,9 @@
 //! leader sends its heartbeats (the transport can coalesce those of many groups to one peer),
 //! and a follower that has not heard from a leader within its election timeout — tracked
 //! here, from the messages `Group::serve` answers — starts a pre-vote election. An idle
-//! follower costs a clock comparison per interval.
+//! follower costs a clock comparison per interval. The ticker also balances leadership: a
+//! leader that is not its partition's preferred replica hands over to it once it is back and
+//! caught up, so restarts do not leave one broker leading everything.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -32,7 +34,18 @@ pub struct Group {
     /// This replica's current election timeout, drawn from [min, 2 × min).
     timeout: Cell<Duration>,
     election_min: Duration,
+    /// The replica that should lead when it can (the first of the partition's replicas), and
+    /// how long this replica must have led before it hands leadership over.
+    preferred: Cell<Option<u64>>,
+    balance_after: Duration,
+    /// When this replica's current term as leader started, seen by the ticker.
+    leading_since: Cell<Option<Instant>>,
 }
+
+/// A leader hands leadership to the preferred replica after leading this many election
+/// timeouts, once that replica has caught up: long enough that a replica flapping up and down
+/// does not drag leadership with it (Kafka checks leader imbalance every 300 s).
+pub const LEADER_BALANCE_ELECTION_TIMEOUTS: u32 = 10;
 
 impl Group {
     /// Wraps a Raft built with `group_config(election_min)` (openraft's tick off).
@@ -44,6 +57,9 @@ impl Group {
             contact: Cell::new(Instant::now()),
             timeout: Cell::new(election_min),
             election_min,
+            preferred: Cell::new(None),
+            balance_after: election_min * LEADER_BALANCE_ELECTION_TIMEOUTS,
+            leading_since: Cell::new(None),
         });
         g.draw_timeout();
         g
@@ -51,6 +67,26 @@ impl Group {
 
     pub fn raft(&self) -> &PartitionRaftNode {
         &self.raft
+    }
+
+    /// Sets the replica leadership moves back to after failovers (leadership balancing).
+    pub fn set_preferred_leader(&self, node: Option<u64>) {
+        self.preferred.set(node);
+    }
+
+    /// The preferred replica, if it should take over now: this replica has led long enough
+    /// and the preferred one holds everything this one has.
+    fn hand_over_to(&self, now: Instant) -> Option<u64> {
+        let since = self.leading_since.get().unwrap_or(now);
+        self.leading_since.set(Some(since));
+        let m = self.metrics.borrow_watched();
+        let p = self.preferred.get().filter(|&p| p != m.id)?;
+        let caught_up = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&p).copied().flatten())
+            .is_some_and(|matched| Some(matched.index) == m.last_log_index);
+        (now.duration_since(since) >= self.balance_after && caught_up).then_some(p)
     }
 
     fn draw_timeout(&self) {
@@ -84,10 +120,19 @@ impl Group {
             let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
             (m.state, m.id, voters == [m.id])
         };
+        if state != ServerState::Leader {
+            self.leading_since.set(None);
+        }
         let result = match state {
             // A leader with no one to tell needs no heartbeat.
             ServerState::Leader if voters_alone => Ok(()),
-            ServerState::Leader => self.raft.trigger().heartbeat().await,
+            ServerState::Leader => match self.hand_over_to(now) {
+                Some(p) => {
+                    self.leading_since.set(None);
+                    self.raft.trigger().transfer_leader(p).await
+                }
+                None => self.raft.trigger().heartbeat().await,
+            },
             ServerState::Shutdown | ServerState::Learner => Ok(()),
             ServerState::Follower | ServerState::Candidate => {
                 // The only voter of its group has no one to wait for.

@@ -88,7 +88,7 @@ impl Transport for Link {
 struct Replica {
     raft: PartitionRaftNode,
     /// Owns the group; its ticker (one per broker, as one per shard) holds it weakly.
-    _group: Rc<Group>,
+    group: Rc<Group>,
     _ticker: Rc<Ticker>,
     log: Rc<PartitionLog>,
     high_watermark: Rc<Cell<Offset>>,
@@ -135,7 +135,7 @@ impl Cluster {
             id,
             Replica {
                 raft,
-                _group: group,
+                group,
                 _ticker: ticker,
                 log,
                 high_watermark,
@@ -399,6 +399,55 @@ fn a_follower_behind_the_log_start_catches_up_through_a_snapshot() {
         c.converge(&[1, 2, 3], now).await;
         assert_eq!(c.replicas[&leader].high_watermark.get(), Offset(41));
         assert_eq!(c.applied_batches(leader).await.len(), 6);
+        for id in [1, 2, 3] {
+            c.kill(id).await;
+        }
+    });
+}
+
+#[test]
+fn leadership_returns_to_the_preferred_replica_after_it_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    GlommioRuntime::run(async move {
+        let mut c = Cluster {
+            root,
+            net: Rc::default(),
+            replicas: BTreeMap::new(),
+        };
+        for id in [1, 2, 3] {
+            c.start(id).await;
+            c.replicas[&id].group.set_preferred_leader(Some(1));
+        }
+        c.replicas[&1]
+            .raft
+            .initialize(BTreeSet::from([1, 2, 3]))
+            .await
+            .unwrap();
+        assert_eq!(c.leader(&[1, 2, 3]).await, 1);
+        c.write(1, 1, "a").await;
+        c.kill(1).await;
+        let interim = c.leader(&[2, 3]).await;
+        c.write(interim, 1, "b").await;
+        c.start(1).await;
+        c.replicas[&1].group.set_preferred_leader(Some(1));
+        // It leads again once it has caught up and the interim leader has led for
+        // LEADER_BALANCE_ELECTION_TIMEOUTS election timeouts.
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let now = c.leader(&[1, 2, 3]).await;
+            if now == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "leadership stayed on {now}"
+            );
+            GlommioRuntime::sleep(ELECTION_MIN).await;
+        }
+        let (base, _) = c.write(1, 1, "c").await;
+        assert_eq!(base, 2, "nothing lost in the hand-over");
+        c.converge(&[1, 2, 3], 1).await;
         for id in [1, 2, 3] {
             c.kill(id).await;
         }
