@@ -906,6 +906,42 @@ impl PartitionLog {
         Ok(e.first().map(|e| e.term))
     }
 
+    /// OffsetForLeaderEpoch (KIP-101, KIP-279): the largest term at most `epoch` in the log and
+    /// the offset where it ended (where the next term began, or the log end). `None` when the
+    /// log's first stored entry is already of a later term. Terms never decrease along a
+    /// Raft log, so this is a binary search over Raft indexes (a few small reads), with no
+    /// term history to keep.
+    pub async fn epoch_end(&self, epoch: Term) -> Result<Option<(Term, Offset)>, StorageError> {
+        let (start, end) = (self.start(), self.end());
+        if end.last_term <= epoch {
+            return Ok(Some((end.last_term, end.next_offset)));
+        }
+        let at = |i: u64| async move {
+            let e = self.entries(RaftIndex(i), RaftIndex(i + 1), 1).await?;
+            let e = e
+                .into_iter()
+                .next()
+                .ok_or(StorageError::Corrupt(RaftIndex(i)))?;
+            Ok::<_, StorageError>((e.term, e.offset))
+        };
+        let (mut lo, mut hi) = (start.raft_index.0, end.next_raft_index.0 - 1);
+        if at(lo).await?.0 > epoch {
+            return Ok(None);
+        }
+        // Invariant: term at lo <= epoch < term at hi.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if at(mid).await?.0 <= epoch {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let (term, _) = at(lo).await?;
+        let (_, next_term_offset) = at(hi).await?;
+        Ok(Some((term, next_term_offset.max(start.offset))))
+    }
+
     /// First offset of the first batch whose max timestamp is >= `ts`, if any.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<Offset>, StorageError> {
         let (c, start) = {

@@ -545,3 +545,49 @@ fn a_purge_of_internal_entries_survives_reopen() {
         assert_eq!(log.start().raft_index, RaftIndex(2));
     });
 }
+
+#[test]
+fn epoch_end_finds_where_each_term_ended() {
+    run(|dir| async move {
+        let log = open(&dir, small_config()).await;
+        assert_eq!(
+            log.epoch_end(Term(3)).await.unwrap(),
+            Some((Term(0), Offset(0)))
+        );
+        // Terms 1, 1, then a new leader's internal entry and batches in 4, then 6.
+        log.append(&batch(3, 1, b"a"), Term(1)).await.unwrap(); // 0..=2
+        log.append(&batch(2, 1, b"b"), Term(1)).await.unwrap(); // 3..=4
+        log.append_internal(b"blank", Term(4)).await.unwrap();
+        log.append(&batch(4, 1, b"c"), Term(4)).await.unwrap(); // 5..=8
+        log.append_internal(b"blank", Term(6)).await.unwrap();
+        log.append(&batch(1, 1, b"d"), Term(6)).await.unwrap(); // 9
+        log.flush().await.unwrap();
+        let cases = [
+            (0, None),
+            (1, Some((1, 5))),
+            (3, Some((1, 5))),
+            (4, Some((4, 9))),
+            (5, Some((4, 9))),
+            (6, Some((6, 10))),
+            (9, Some((6, 10))),
+        ];
+        for (epoch, want) in cases {
+            let got = log.epoch_end(Term(epoch)).await.unwrap();
+            assert_eq!(
+                got,
+                want.map(|(t, o)| (Term(t), Offset(o))),
+                "epoch {epoch}"
+            );
+        }
+        // A truncated term is gone: term 4 now runs to the end.
+        log.truncate_suffix(RaftIndex(4)).await.unwrap();
+        assert_eq!(
+            log.epoch_end(Term(5)).await.unwrap(),
+            Some((Term(4), Offset(9)))
+        );
+        assert_eq!(
+            log.epoch_end(Term(1)).await.unwrap(),
+            Some((Term(1), Offset(5)))
+        );
+    });
+}
