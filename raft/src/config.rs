@@ -28,6 +28,7 @@ pub fn group_config(election_min: Duration) -> Result<Config, openraft::ConfigEr
         election_timeout_max: ms * 2,
         snapshot_policy: SnapshotPolicy::Never,
         enable_tick: false,
+        log_stage_capacity: Some(8),
         ..Config::default()
     }
     .validate()
