@@ -6,6 +6,8 @@
 //! and a restarted or healed replica converges on the leader's log. openraft's own timer is
 //! off, so every heartbeat and election here comes from the brokers' `Ticker`s.
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::batch;
 use openraft::AsyncRuntime;
 use sluice_raft::{
     advance_log_start, group_config, Batch, GlommioRuntime, Group, LogStore, Network,
@@ -24,23 +27,6 @@ use sluice_storage::{LogConfig, Offset, PartitionLog};
 const ELECTION_MIN: Duration = Duration::from_millis(200);
 /// Generous bound for anything that takes a few election rounds on a loaded CI machine.
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A valid uncompressed RecordBatch v2 of `n` records whose record area is `tag`.
-fn batch(n: i32, tag: &[u8]) -> Bytes {
-    let mut b = vec![0u8; 61];
-    b[16] = 2;
-    b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
-    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    b[57..61].copy_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(tag);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b.into()
-}
 
 #[derive(Default)]
 struct Net {
@@ -102,6 +88,24 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Replicas 1, 2 and 3 started and initialized as one group.
+    async fn started(root: PathBuf) -> Cluster {
+        let mut c = Cluster {
+            root,
+            net: Rc::default(),
+            replicas: BTreeMap::new(),
+        };
+        for id in [1, 2, 3] {
+            c.start(id).await;
+        }
+        c.replicas[&1]
+            .raft
+            .initialize(BTreeSet::from([1, 2, 3]))
+            .await
+            .unwrap();
+        c
+    }
+
     fn dir(root: &Path, id: u64) -> PathBuf {
         root.join(format!("n{id}"))
     }
@@ -257,19 +261,7 @@ fn three_replicas_replicate_fail_over_refuse_in_a_minority_and_converge() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     GlommioRuntime::run(async move {
-        let mut c = Cluster {
-            root,
-            net: Rc::default(),
-            replicas: BTreeMap::new(),
-        };
-        for id in [1, 2, 3] {
-            c.start(id).await;
-        }
-        c.replicas[&1]
-            .raft
-            .initialize(BTreeSet::from([1, 2, 3]))
-            .await
-            .unwrap();
+        let mut c = Cluster::started(root).await;
         let leader = c.leader(&[1, 2, 3]).await;
 
         // Committed batches get dense offsets, the same on every replica.
@@ -339,19 +331,7 @@ fn a_follower_behind_the_log_start_catches_up_through_a_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     GlommioRuntime::run(async move {
-        let mut c = Cluster {
-            root,
-            net: Rc::default(),
-            replicas: BTreeMap::new(),
-        };
-        for id in [1, 2, 3] {
-            c.start(id).await;
-        }
-        c.replicas[&1]
-            .raft
-            .initialize(BTreeSet::from([1, 2, 3]))
-            .await
-            .unwrap();
+        let mut c = Cluster::started(root).await;
         let leader = c.leader(&[1, 2, 3]).await;
         for i in 0..10 {
             c.write(leader, 2, &format!("a{i}")).await;
@@ -410,20 +390,10 @@ fn leadership_returns_to_the_preferred_replica_after_it_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     GlommioRuntime::run(async move {
-        let mut c = Cluster {
-            root,
-            net: Rc::default(),
-            replicas: BTreeMap::new(),
-        };
+        let mut c = Cluster::started(root).await;
         for id in [1, 2, 3] {
-            c.start(id).await;
             c.replicas[&id].group.set_preferred_leader(Some(1));
         }
-        c.replicas[&1]
-            .raft
-            .initialize(BTreeSet::from([1, 2, 3]))
-            .await
-            .unwrap();
         assert_eq!(c.leader(&[1, 2, 3]).await, 1);
         c.write(1, 1, "a").await;
         c.kill(1).await;

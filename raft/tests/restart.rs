@@ -2,8 +2,11 @@
 //! without closing, as kill -9 leaves it): entries at the leader's indexes and terms, data
 //! entries at dense Kafka offsets, the vote, truncations and purges, and snapshots.
 
+mod common;
+
 use std::rc::Rc;
 
+use common::batch;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage, RaftStateMachine};
 use openraft::type_config::alias::{EntryOf, VoteOf};
@@ -16,23 +19,6 @@ use sluice_raft::{
 use sluice_storage::{LogConfig, Offset, PartitionLog};
 
 type Entry = EntryOf<PartitionRaft>;
-
-/// A valid uncompressed RecordBatch v2 of `n` records (storage never parses records).
-fn batch(n: i32) -> bytes::Bytes {
-    let mut b = vec![0u8; 61];
-    b[16] = 2;
-    b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
-    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    b[57..61].copy_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(b"records");
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b.into()
-}
 
 fn base_offset(b: &[u8]) -> u64 {
     i64::from_be_bytes(b[0..8].try_into().unwrap()) as u64
@@ -86,9 +72,9 @@ fn entries_vote_truncation_and_purge_survive_a_crash() {
                 vec![
                     Entry::new_membership(log_id(1, 0), voters.clone()),
                     Entry::new_blank(log_id(1, 1)),
-                    Entry::new_normal(log_id(1, 2), Batch(batch(3))),
-                    Entry::new_normal(log_id(2, 3), Batch(batch(2))),
-                    Entry::new_normal(log_id(2, 4), Batch(batch(4))),
+                    Entry::new_normal(log_id(1, 2), Batch(batch(3, b"records"))),
+                    Entry::new_normal(log_id(2, 3), Batch(batch(2, b"records"))),
+                    Entry::new_normal(log_id(2, 4), Batch(batch(4, b"records"))),
                 ],
             )
             .await;
@@ -144,7 +130,7 @@ fn entries_vote_truncation_and_purge_survive_a_crash() {
             append(
                 &log,
                 &mut store,
-                vec![Entry::new_normal(log_id(3, 3), Batch(batch(1)))],
+                vec![Entry::new_normal(log_id(3, 3), Batch(batch(1, b"records")))],
             )
             .await;
             // A purge past the end (a snapshot ahead of this log) leaves it empty there.
@@ -162,7 +148,10 @@ fn entries_vote_truncation_and_purge_survive_a_crash() {
             append(
                 &log,
                 &mut store,
-                vec![Entry::new_normal(log_id(4, 10), Batch(batch(2)))],
+                vec![Entry::new_normal(
+                    log_id(4, 10),
+                    Batch(batch(2, b"records")),
+                )],
             )
             .await;
             let got = r.try_get_log_entries(0..20).await.unwrap();
@@ -186,8 +175,8 @@ fn applying_moves_the_high_watermark_and_a_snapshot_restarts_a_lagging_log() {
         let (log, mut store, mut sm) = open(&leader_dir).await;
         let entries = vec![
             Entry::new_blank(log_id(1, 0)),
-            Entry::new_normal(log_id(1, 1), Batch(batch(3))),
-            Entry::new_normal(log_id(1, 2), Batch(batch(4))),
+            Entry::new_normal(log_id(1, 1), Batch(batch(3, b"records"))),
+            Entry::new_normal(log_id(1, 2), Batch(batch(4, b"records"))),
         ];
         append(&log, &mut store, entries.clone()).await;
         let hw = sm.high_watermark();
@@ -209,7 +198,7 @@ fn applying_moves_the_high_watermark_and_a_snapshot_restarts_a_lagging_log() {
         append(
             &flog,
             &mut fstore,
-            vec![Entry::new_normal(log_id(1, 3), Batch(batch(1)))],
+            vec![Entry::new_normal(log_id(1, 3), Batch(batch(1, b"records")))],
         )
         .await;
         assert_eq!(flog.end().next_offset, Offset(8));
@@ -235,8 +224,8 @@ fn a_restart_resumes_applying_from_the_recorded_position() {
     GlommioRuntime::run(async move {
         let entries = vec![
             Entry::new_blank(log_id(1, 0)),
-            Entry::new_normal(log_id(1, 1), Batch(batch(3))),
-            Entry::new_normal(log_id(1, 2), Batch(batch(2))),
+            Entry::new_normal(log_id(1, 1), Batch(batch(3, b"records"))),
+            Entry::new_normal(log_id(1, 2), Batch(batch(2, b"records"))),
         ];
         {
             let (log, mut store, sm) = open(&dir).await;

@@ -4,6 +4,8 @@
 //! frames between two brokers that do not grow with the number of groups, and malformed
 //! input that closes a connection without disturbing the cluster.
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::batch;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use openraft::AsyncRuntime;
 use openraft_rt::WatchReceiver;
@@ -27,22 +30,6 @@ use sluice_storage::{LogConfig, Offset, PartitionLog};
 const ELECTION_MIN: Duration = Duration::from_millis(200);
 const WAIT: Duration = Duration::from_secs(20);
 const BROKERS: [u64; 3] = [1, 2, 3];
-
-fn batch(n: i32, tag: &[u8]) -> Bytes {
-    let mut b = vec![0u8; 61];
-    b[16] = 2;
-    b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
-    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
-    b[57..61].copy_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(tag);
-    let len = (b.len() - 12) as i32;
-    b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b.into()
-}
 
 #[derive(Default)]
 struct Groups(RefCell<HashMap<u64, Rc<Group>>>);
