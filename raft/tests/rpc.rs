@@ -276,6 +276,10 @@ fn idle_frames_between_brokers_do_not_grow_with_groups() {
 
 /// Sends raw bytes to a server and reports whether it then closed the connection.
 async fn closes_after(addr: SocketAddr, bytes: &[u8]) -> bool {
+    closes_within(addr, bytes, Duration::from_secs(5)).await
+}
+
+async fn closes_within(addr: SocketAddr, bytes: &[u8], wait: Duration) -> bool {
     let mut s = TcpStream::connect(addr).await.unwrap();
     if s.write_all(bytes).await.is_err() {
         return true;
@@ -290,9 +294,7 @@ async fn closes_after(addr: SocketAddr, bytes: &[u8]) -> bool {
             }
         }
     };
-    GlommioRuntime::timeout(Duration::from_secs(5), read)
-        .await
-        .unwrap_or(false)
+    GlommioRuntime::timeout(wait, read).await.unwrap_or(false)
 }
 
 #[test]
@@ -343,6 +345,14 @@ fn malformed_rpc_input_closes_the_connection_and_nothing_else() {
                 "{what}: connection left open"
             );
         }
+        // A peer that announces a large frame and stalls is dropped after the frame
+        // timeout, holding only what it sent.
+        let stalled = [&hello[..], &(60u32 << 20).to_be_bytes()[..], &[0x53, 0x4c]].concat();
+        let wait = sluice_raft::rpc::RPC_FRAME_TIMEOUT + Duration::from_secs(5);
+        assert!(
+            closes_within(target, &stalled, wait).await,
+            "stalled frame left open"
+        );
         // The cluster never noticed.
         let r = c
             .raft(leader, 1)

@@ -7,12 +7,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use openraft::AsyncRuntime;
 use tracing::{debug, warn};
 
 use super::wire::{self, Envelope, Frame};
-use super::{RPC_CONNECT_TIMEOUT, RPC_MAX_BATCH, RPC_QUEUE_DEPTH, RPC_RECONNECT_BACKOFF};
+use super::{
+    RPC_CONNECT_TIMEOUT, RPC_FRAME_TIMEOUT, RPC_MAX_BATCH, RPC_QUEUE_DEPTH, RPC_RECONNECT_BACKOFF,
+};
 use crate::network::{RaftRequest, RaftResponse, Transport};
 use crate::runtime::net::TcpStream;
 use crate::runtime::{spawn_scoped, GlommioRuntime, Scoped};
@@ -179,13 +181,24 @@ pub(super) async fn write_frame(stream: &mut TcpStream, frame: &Frame) -> std::i
     stream.write_all(&buf).await
 }
 
-pub(super) async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Frame> {
+/// Reads one frame. The body buffer grows with the bytes that actually arrive, and a body
+/// must arrive within `RPC_FRAME_TIMEOUT` once its length is read: a peer announcing a large
+/// frame and stalling holds neither the memory nor the connection for long.
+pub(super) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Frame> {
     let mut prefix = [0u8; wire::LENGTH_BYTES];
-    stream.read_exact(&mut prefix).await?;
+    r.read_exact(&mut prefix).await?;
     let n = wire::frame_length(prefix).map_err(std::io::Error::other)?;
-    let mut body = vec![0u8; n];
-    stream.read_exact(&mut body).await?;
-    wire::decode(&body).map_err(std::io::Error::other)
+    let mut body = Vec::new();
+    let mut limited = (&mut *r).take(n as u64);
+    let read = limited.read_to_end(&mut body);
+    match GlommioRuntime::timeout(RPC_FRAME_TIMEOUT, read).await {
+        Ok(Ok(got)) if got == n => wire::decode(&body).map_err(std::io::Error::other),
+        Ok(Ok(_)) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::other(format!(
+            "a {n}-byte frame did not arrive within {RPC_FRAME_TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// Sends what is queued in batches and routes answers back until the connection fails.
@@ -201,12 +214,7 @@ async fn exchange(
         let waiting = waiting.clone();
         async move {
             loop {
-                let mut prefix = [0u8; wire::LENGTH_BYTES];
-                reader.read_exact(&mut prefix).await?;
-                let n = wire::frame_length(prefix).map_err(std::io::Error::other)?;
-                let mut body = vec![0u8; n];
-                reader.read_exact(&mut body).await?;
-                match wire::decode(&body).map_err(std::io::Error::other)? {
+                match read_frame(&mut reader).await? {
                     Frame::Responses(rs) => {
                         for (id, r) in rs {
                             if let Some(tx) = waiting.borrow_mut().remove(&id) {

@@ -23,6 +23,8 @@ pub const RPC_MAX_BATCH: usize = 1024;
 pub const RPC_MAX_IN_FLIGHT: usize = 4096;
 /// Connecting to a peer, and its hello, must finish within this.
 pub const RPC_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A frame's body must arrive within this once its length has.
+pub const RPC_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between reconnection attempts to a peer that is down.
 pub const RPC_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 /// Connections a server holds at once (peers × their shards, with room to spare).

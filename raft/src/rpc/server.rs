@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use openraft::AsyncRuntime;
 use tracing::{debug, warn};
 
@@ -141,15 +141,9 @@ async fn connection<R: Router>(
         let in_flight = in_flight.clone();
         async move {
             loop {
-                let mut prefix = [0u8; wire::LENGTH_BYTES];
-                reader.read_exact(&mut prefix).await?;
-                let n = wire::frame_length(prefix).map_err(std::io::Error::other)?;
-                let mut body = vec![0u8; n];
-                reader.read_exact(&mut body).await?;
+                let frame = read_frame(&mut reader).await?;
                 frames.set(frames.get() + 1);
-                let Frame::Requests(envelopes) =
-                    wire::decode(&body).map_err(std::io::Error::other)?
-                else {
+                let Frame::Requests(envelopes) = frame else {
                     return Err::<(), _>(std::io::Error::other(
                         "a peer sent a frame other than requests",
                     ));
