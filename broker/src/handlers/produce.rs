@@ -34,6 +34,7 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
             image.topic(t.name.0.as_str())
         };
         let topic_info = topic.map(|t| (t.id, t.partitions));
+        let io = topic.map(|t| s.metrics.topic(t.id, &t.name));
         let mut parts = Vec::new();
         for p in t.partition_data {
             let index = p.index;
@@ -61,10 +62,10 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
             };
             parts.push((index, glommio::spawn_local(fut).detach()));
         }
-        pending.push((t.name, t.topic_id, parts));
+        pending.push((t.name, t.topic_id, io, parts));
     }
     let mut resp = ProduceResponse::default();
-    for (name, topic_id, parts) in pending {
+    for (name, topic_id, io, parts) in pending {
         let mut tr = TopicProduceResponse::default();
         tr.name = name;
         tr.topic_id = topic_id;
@@ -74,6 +75,10 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
             pr.log_append_time_ms = -1;
             match task.await.unwrap_or(Err(ResponseError::UnknownServerError)) {
                 Ok(o) => {
+                    if let Some(io) = &io {
+                        io.bytes_in.increment(o.appended_bytes);
+                        io.records_in.increment(o.appended_records);
+                    }
                     pr.base_offset = kafka_offset(o.base_offset);
                     pr.log_append_time_ms = o.log_append_time_ms;
                     pr.log_start_offset = kafka_offset(o.log_start);
