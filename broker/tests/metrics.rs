@@ -28,8 +28,12 @@ const RECORDS_PER_BATCH: usize = 4;
 /// Records the real client sends to the second topic.
 const CLIENT_RECORDS: usize = 25;
 
-/// One scrape: samples by name and labels (sorted `k="v"` pairs), summed over `shard`.
-struct Scrape(HashMap<String, HashMap<String, f64>>);
+/// One scrape: samples by name and labels (sorted `k="v"` pairs), summed over `shard`, and
+/// each family's TYPE.
+struct Scrape(
+    HashMap<String, HashMap<String, f64>>,
+    HashMap<String, String>,
+);
 
 impl Scrape {
     /// The sum of every series of `name` whose labels include all of `want`.
@@ -134,7 +138,53 @@ fn parse_exposition(text: &str) -> Scrape {
             .entry(kept.join(","))
             .or_default() += value;
     }
-    Scrape(out)
+    Scrape(out, types)
+}
+
+/// The dashboard we ship must query only names this broker exports.
+fn check_dashboard(scrape: &Scrape) {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/grafana/sluice.json")).expect("JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() > 10, "the dashboard has its queries");
+    for e in exprs {
+        let bytes = e.as_bytes();
+        let mut i = 0;
+        while let Some(at) = e[i..].find("sluice_") {
+            let start = i + at;
+            let end = bytes[start..]
+                .iter()
+                .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                .map_or(e.len(), |n| start + n);
+            let name = &e[start..end];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| scrape.1.get(*f).is_some_and(|t| t == "histogram"))
+                .unwrap_or(name);
+            assert!(
+                scrape.1.contains_key(family),
+                "dashboard queries {name}, which the broker does not export"
+            );
+            i = end;
+        }
+    }
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match x {
+                    serde_json::Value::String(s) if k == "expr" => out.push(s.clone()),
+                    _ => collect_exprs(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_exprs(x, out)),
+        _ => {}
+    }
 }
 
 fn valid_name(n: &str) -> bool {
