@@ -1,5 +1,6 @@
 //! The admin port: `/health` (the process serves), `/ready` (metadata loaded, listeners up)
-//! and `/metrics` (Prometheus text, rendered by `telemetry`). A deliberately tiny HTTP/1.0 responder on shard 0.
+//! and `/metrics` (Prometheus text, rendered by `telemetry`). A deliberately tiny HTTP/1.0
+//! responder on shard 0.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +23,15 @@ pub fn start(shard: Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
         while let Ok(mut stream) = listener.accept().await {
             let s = shard.clone();
             glommio::spawn_local(async move {
+                // A head can arrive in pieces: read until its blank line, EOF or the bound.
                 let mut buf = vec![0u8; REQUEST_HEAD_MAX_BYTES];
-                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let mut n = 0;
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                }
                 let head = String::from_utf8_lossy(&buf[..n]);
                 let path = head.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body) = match path {
@@ -67,7 +75,7 @@ async fn metrics(s: &Rc<Shard>) -> String {
         })
         .await;
     }
-    telemetry::render()
+    telemetry::render().await
 }
 
 /// Folds histogram samples every `UPKEEP_INTERVAL`, so memory stays bounded between scrapes.

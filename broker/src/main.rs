@@ -178,10 +178,13 @@ fn run(config: Arc<Config>) -> i32 {
             return 1;
         }
     };
-    // Before any shard starts, so the handles shards resolve are real ones.
-    if let Err(e) = telemetry::install() {
-        eprintln!("sluice: cannot install the metrics recorder: {e}");
-        return 1;
+    // Before any shard starts, so the handles shards resolve are real ones. Without an
+    // admin port nobody can scrape, so every handle stays a no-op and costs nothing.
+    if config.admin_listen.is_some() {
+        if let Err(e) = telemetry::install() {
+            eprintln!("sluice: cannot install the metrics recorder: {e}");
+            return 1;
+        }
     }
     let open_files_max = descriptor_budget(&config, cores);
     let signals = block_shutdown_signals();

@@ -2,8 +2,8 @@
 //! hold, and the gauges set at scrape time.
 //!
 //! Counters and histograms are updated where things happen, through handles resolved once
-//! (per shard and API, per shard and topic, per connection shard): an update is an atomic
-//! add, with no lookup and no lock. Gauges describing state (partition offsets and sizes,
+//! (per shard and API at start; per shard and topic, or error code, on first use): an
+//! update is an atomic add, with no registry lookup and no lock. Gauges describing state (partition offsets and sizes,
 //! group lag, shard utilisation) are set on each shard when `/metrics` is scraped, so the
 //! hot path never maintains them. Every name and label is defined here; `docs/grafana/`
 //! and the metrics test use exactly these names.
@@ -41,7 +41,7 @@ const GROUP_LAG_SERIES_MAX: usize = 100_000;
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the global recorder. Called once before any shard starts, so every handle a
-/// shard resolves is a real one.
+/// shard resolves is a real one; only with an admin port, whose task runs `upkeep`.
 pub fn install() -> Result<(), String> {
     let recorder = PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS_SECONDS)
@@ -57,8 +57,14 @@ pub fn install() -> Result<(), String> {
 }
 
 /// The exposition in Prometheus text format (empty if the recorder is not installed).
-pub fn render() -> String {
-    HANDLE.get().map(|h| h.render()).unwrap_or_default()
+/// Formatting is CPU work proportional to the series (over 100 ms for 10,000 partitions),
+/// so it runs on the shard's blocking thread: the kernel time-slices it with the shard
+/// (same CPU) instead of the shard's requests waiting for the whole render.
+pub async fn render() -> String {
+    let Some(h) = HANDLE.get().cloned() else {
+        return String::new();
+    };
+    glommio::executor().spawn_blocking(move || h.render()).await
 }
 
 /// Folds pending histogram samples; shard 0 calls it every `UPKEEP_INTERVAL`.
@@ -268,11 +274,11 @@ impl ShardMetrics {
         let mut segments = 0;
         let mut marks = HashMap::with_capacity(partitions.len());
         for p in partitions {
-            let (m, stats) = (p.watermarks(), p.gauges());
-            stats.log_end.set(p.log_end().0 as f64);
-            stats.high_watermark.set(m.high_watermark.0 as f64);
-            stats.log_start.set(m.log_start.0 as f64);
-            stats.size.set(p.size_bytes() as f64);
+            let (m, g) = (p.watermarks(), p.gauges());
+            g.log_end.set(p.log_end().0 as f64);
+            g.high_watermark.set(m.high_watermark.0 as f64);
+            g.log_start.set(m.log_start.0 as f64);
+            g.size.set(p.size_bytes() as f64);
             segments += p.segment_count();
             marks.insert((p.topic.clone(), p.index), m.high_watermark.0 as i64);
         }
