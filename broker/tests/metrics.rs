@@ -60,7 +60,9 @@ fn scrape(admin_port: u16) -> Scrape {
 fn http_get(port: u16, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect admin port");
     s.set_read_timeout(Some(CALL_TIMEOUT)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    // One write: the request head arrives whole, as a scraper sends it.
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read admin response");
     let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP head");
@@ -363,6 +365,7 @@ fn metrics_match_the_traffic() {
             after.sum("sluice_group_lag", &lag),
             records - committed as f64
         );
+        check_dashboard(&after);
         assert_eq!(http_get(admin, "/ready"), "ok\n");
     });
 }
