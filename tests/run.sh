@@ -14,7 +14,7 @@ need cargo "install Rust (rustup)"
 need go "install Go (the Go suite drives kafka-go and franz-go)"
 need python3 "install Python 3 (the Python suite drives confluent-kafka and kafka-python)"
 need mvn "install Maven and a JDK 17+ (the Java suite drives kafka-clients and the Kafka tools)"
-python3 -c 'import pytest, confluent_kafka, kafka' 2>/dev/null \
+python3 -c 'import pytest, confluent_kafka, kafka, prometheus_client' 2>/dev/null \
     || { echo "tests/run.sh: Python packages missing: pip install -r tests/python/requirements.txt" >&2; exit 1; }
 
 need java "install a JDK 17+ (the differential harness runs Apache Kafka as the reference)"

@@ -1,25 +1,37 @@
 //! The admin port: `/health` (the process serves), `/ready` (metadata loaded, listeners up)
-//! and `/metrics` (Prometheus text). A deliberately tiny HTTP/1.0 responder on shard 0.
+//! and `/metrics` (Prometheus text, rendered by `telemetry`). A deliberately tiny HTTP/1.0
+//! responder on shard 0.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpListener;
 
 use crate::shard::Shard;
+use crate::telemetry;
 
 /// Bytes of an admin request read before answering; the path is all we need.
 const REQUEST_HEAD_MAX_BYTES: usize = 4096;
 
 pub fn start(shard: Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).map_err(|e| std::io::Error::other(e.to_string()))?;
+    start_upkeep();
     glommio::spawn_local(async move {
         while let Ok(mut stream) = listener.accept().await {
             let s = shard.clone();
             glommio::spawn_local(async move {
+                // A head can arrive in pieces: read until its blank line, EOF or the bound.
                 let mut buf = vec![0u8; REQUEST_HEAD_MAX_BYTES];
-                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let mut n = 0;
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                }
                 let head = String::from_utf8_lossy(&buf[..n]);
                 let path = head.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body) = match path {
@@ -41,23 +53,38 @@ pub fn start(shard: Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Gauges gathered from every shard at scrape time.
+/// The exposition: every shard first sets its gauges (partition offsets and sizes,
+/// utilisation), then the group coordinators set lag against the high watermarks gathered,
+/// then the recorder renders everything. Two passes over the shards, each bounded by the
+/// partitions and committed offsets a shard holds.
 async fn metrics(s: &Rc<Shard>) -> String {
-    let mut out = String::from(
-        "# HELP sluice_partitions Partitions owned by a shard.\n# TYPE sluice_partitions gauge\n\
-         # HELP sluice_log_bytes Bytes in a shard's partition logs.\n# TYPE sluice_log_bytes gauge\n",
-    );
+    let mut high_watermarks = HashMap::new();
     for target in 0..s.count {
-        let (parts, bytes) = s
+        let marks = s
             .run_on(target, |sh| async move {
-                let ps = sh.local_partitions();
-                (ps.len(), ps.iter().map(|p| p.size_bytes()).sum::<u64>())
+                sh.metrics.scrape(&sh.local_partitions())
             })
             .await;
-        out.push_str(&format!(
-            "sluice_partitions{{shard=\"{target}\"}} {parts}\n"
-        ));
-        out.push_str(&format!("sluice_log_bytes{{shard=\"{target}\"}} {bytes}\n"));
+        high_watermarks.extend(marks);
     }
-    out
+    let high_watermarks = Arc::new(high_watermarks);
+    for target in 0..s.count {
+        let marks = high_watermarks.clone();
+        s.run_on(target, move |sh| async move {
+            telemetry::set_group_lag(&sh.groups, &marks)
+        })
+        .await;
+    }
+    telemetry::render().await
+}
+
+/// Folds histogram samples every `UPKEEP_INTERVAL`, so memory stays bounded between scrapes.
+fn start_upkeep() {
+    glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(telemetry::UPKEEP_INTERVAL).await;
+            telemetry::upkeep();
+        }
+    })
+    .detach();
 }

@@ -26,6 +26,9 @@ type Pending = JoinHandle<Option<Bytes>>;
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let m = &shard.metrics;
+    m.connections_accepted.increment(1);
+    m.connections_open.set(m.connections_open.get() + 1);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(MAX_INFLIGHT_REQUESTS_PER_CONNECTION);
     let writer_task = glommio::spawn_local(async move {
@@ -44,6 +47,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     drop(tx);
     writer_task.await;
+    let m = &shard.metrics;
+    m.connections_open.set(m.connections_open.get() - 1);
 }
 
 async fn read_loop<R: futures_lite::AsyncRead + Unpin>(

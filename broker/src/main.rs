@@ -15,6 +15,7 @@ mod handlers;
 mod metadata;
 mod partition;
 mod shard;
+mod telemetry;
 mod topics;
 
 use std::net::SocketAddr;
@@ -177,6 +178,14 @@ fn run(config: Arc<Config>) -> i32 {
             return 1;
         }
     };
+    // Before any shard starts, so the handles shards resolve are real ones. Without an
+    // admin port nobody can scrape, so every handle stays a no-op and costs nothing.
+    if config.admin_listen.is_some() {
+        if let Err(e) = telemetry::install() {
+            eprintln!("sluice: cannot install the metrics recorder: {e}");
+            return 1;
+        }
+    }
     let open_files_max = descriptor_budget(&config, cores);
     let signals = block_shutdown_signals();
     let (job_txs, job_rxs): (Vec<_>, Vec<_>) = (0..cores)

@@ -55,6 +55,9 @@ pub struct ProduceOutcome {
     /// The broker's timestamp with LogAppendTime; -1 otherwise (Kafka's wire value).
     pub log_append_time_ms: i64,
     pub log_start: Offset,
+    /// Bytes and records appended by this produce (duplicates are not appended again).
+    pub appended_bytes: u64,
+    pub appended_records: u64,
 }
 
 /// Kafka's record-level rules for a topic (its log validator's), checked on produce.
@@ -141,6 +144,8 @@ pub struct Partition {
     rules: Cell<RecordRules>,
     /// Bytes appended since the last producer-state snapshot.
     unsnapshotted_bytes: Cell<u64>,
+    /// Set at scrape time; resolved once here so a scrape does no registry lookups.
+    gauges: crate::telemetry::PartitionGauges,
 }
 
 fn storage_error_code(e: &StorageError) -> ResponseError {
@@ -168,6 +173,7 @@ impl Partition {
         // The shard syncs the file system once for every partition it opens, before serving.
         let log = PartitionLog::open_unsynced(dir, config).await?;
         let hw = log.durable_end().next_offset.0;
+        let gauges = crate::telemetry::PartitionGauges::new(&topic, index);
         let p = Rc::new(Partition {
             topic,
             index,
@@ -179,6 +185,7 @@ impl Partition {
             waiters: RefCell::new(Vec::new()),
             rules: Cell::new(rules),
             unsnapshotted_bytes: Cell::new(0),
+            gauges,
         });
         p.rebuild_producer_state().await?;
         Ok(p)
@@ -324,6 +331,19 @@ impl Partition {
         self.log.dir()
     }
 
+    pub fn gauges(&self) -> &crate::telemetry::PartitionGauges {
+        &self.gauges
+    }
+
+    /// The next offset the log assigns (durable or not).
+    pub fn log_end(&self) -> Offset {
+        self.log.end().next_offset
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.log.segment_count()
+    }
+
     /// Bytes of the partition's log on disk.
     pub fn size_bytes(&self) -> u64 {
         self.log.size_bytes()
@@ -463,6 +483,7 @@ impl Partition {
         let mut first_base = None;
         let rules = self.rules.get();
         let log_append_time = rules.log_append_time;
+        let (mut appended_bytes, mut appended_records) = (0, 0);
         for b in batches {
             let h = sluice_storage::parse_header(b).map_err(|_| ResponseError::CorruptMessage)?;
             // Kafka reports the log start with record and sequence errors (not with a
@@ -497,6 +518,8 @@ impl Partition {
             }
             self.note_batch(&h, a.base_offset.0);
             first_base.get_or_insert(a.base_offset.0);
+            appended_bytes += b.len() as u64;
+            appended_records += h.records_count.max(0) as u64;
             self.unsnapshotted_bytes
                 .set(self.unsnapshotted_bytes.get() + b.len() as u64);
         }
@@ -517,6 +540,8 @@ impl Partition {
             base_offset: Offset(first_base.expect("split_batches yields at least one batch")),
             log_append_time_ms: if log_append_time { now_ms } else { -1 },
             log_start: self.log.start().offset,
+            appended_bytes,
+            appended_records,
         })
     }
 

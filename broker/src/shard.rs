@@ -62,6 +62,7 @@ pub struct Shard {
     pub shutting_down: Cell<bool>,
     /// Consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: crate::groups::Coordinator,
+    pub metrics: crate::telemetry::ShardMetrics,
 }
 
 impl Shard {
@@ -86,6 +87,7 @@ impl Shard {
             meta_lock: Semaphore::new(1),
             shutting_down: Cell::new(false),
             groups: crate::groups::Coordinator::default(),
+            metrics: crate::telemetry::ShardMetrics::new(id),
         })
     }
 
@@ -110,6 +112,7 @@ impl Shard {
         if target == self.id {
             return f(self.clone()).await;
         }
+        self.metrics.cross_shard_messages.increment(1);
         let (tx, rx) = flume::bounded(1);
         let job: Job = Box::new(move |s| {
             Box::pin(async move {

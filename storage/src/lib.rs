@@ -19,6 +19,7 @@ mod frame;
 mod index;
 mod log;
 mod segment;
+mod telemetry;
 mod types;
 
 pub use batch::{
@@ -34,4 +35,5 @@ pub use log::{
     sync_file_system, Appended, CompactionOptions, CompactionStats, Decompress, Entry, LogEnd,
     LogStart, PartitionLog,
 };
+pub use telemetry::describe_metrics;
 pub use types::{EntryKind, Offset, RaftIndex, Term};

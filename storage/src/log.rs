@@ -33,6 +33,7 @@ use crate::error::StorageError;
 use crate::frame::{self, FRAME_HEADER_BYTES};
 use crate::index;
 use crate::segment::{scan, segment_path, ScanEnd, ScanRange, Segment, StoredFrame};
+use crate::telemetry;
 use crate::types::{EntryKind, Offset, RaftIndex, Term};
 
 mod compact;
@@ -625,9 +626,11 @@ impl PartitionLog {
             let new_end = align_up(pos + want as u64) + step;
             let mut zeros = file.alloc_dma_buffer((new_end - prealloc_end) as usize);
             zeros.as_bytes_mut().fill(0);
-            file.write_at(zeros, prealloc_end)
+            let n = file
+                .write_at(zeros, prealloc_end)
                 .await
                 .map_err(|e| StorageError::io("preallocate segment", &path, e))?;
+            telemetry::with(|m| m.written_bytes.increment(n as u64));
             let mut inner = self.inner.borrow_mut();
             inner.prealloc_end = new_end;
             inner.prealloc_step = (step * 2).min(PREALLOCATE_BYTES);
@@ -636,6 +639,7 @@ impl PartitionLog {
             .write_at(buf, pos)
             .await
             .map_err(|e| StorageError::io("write segment", &path, e))?;
+        telemetry::with(|m| m.written_bytes.increment(n as u64));
         if n < want {
             return Err(StorageError::io(
                 "write segment",
@@ -643,9 +647,11 @@ impl PartitionLog {
                 std::io::Error::new(std::io::ErrorKind::WriteZero, "short direct write"),
             ));
         }
+        let synced = std::time::Instant::now();
         file.fdatasync()
             .await
             .map_err(|e| StorageError::io("sync segment", &path, e))?;
+        telemetry::fdatasync(synced.elapsed());
         {
             let mut inner = self.inner.borrow_mut();
             let keep_from = align_down(size);
@@ -732,6 +738,13 @@ impl PartitionLog {
                     _ => None,
                 }
             };
+            telemetry::with(|m| {
+                if cached.is_some() {
+                    m.cache_hits.increment(1)
+                } else {
+                    m.cache_misses.increment(1)
+                }
+            });
             if let Some(frames) = cached {
                 for f in &frames {
                     if !visit(f) {

@@ -20,6 +20,8 @@ import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 BROKER_WAIT_S = 30
+# The admin port of the broker this session started (none for SLUICE_BOOTSTRAP).
+_STARTED = {}
 
 
 def _free_port():
@@ -52,6 +54,14 @@ def _tail(path, limit=4000):
     except OSError:
         return ""
     return data[-limit:].decode("utf-8", "replace")
+
+
+@pytest.fixture(scope="session")
+def admin_port(bootstrap):
+    """The admin HTTP port of the broker under test; skips for SLUICE_BOOTSTRAP brokers."""
+    if "admin_port" not in _STARTED:
+        pytest.skip("SLUICE_BOOTSTRAP broker: its admin port is unknown")
+    return _STARTED["admin_port"]
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +117,7 @@ def bootstrap():
                 pytest.fail(f"sluice did not listen on {addr} within {BROKER_WAIT_S}s; log:\n{_tail(log_path)}",
                             pytrace=False)
             time.sleep(0.1)
+        _STARTED["admin_port"] = admin_port
         yield addr
     finally:
         if proc.poll() is None:

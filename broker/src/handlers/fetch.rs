@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::{kafka_offset, log_offset};
 use crate::config::FETCH_MAX_WAIT_MS_LIMIT;
+use crate::metadata::MetadataImage;
 use crate::partition::Watermarks;
 use crate::shard::Shard;
 
@@ -123,6 +124,7 @@ pub async fn handle(s: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRespon
         pd.aborted_transactions =
             (r.isolation_level == READ_COMMITTED || item.resolved.is_err()).then(Vec::new);
         pd.preferred_read_replica = BrokerId(-1);
+        count_out(s, &image, item, &g.batches);
         pd.records = Some(concat(&g.batches));
         resp.responses
             .last_mut()
@@ -131,6 +133,25 @@ pub async fn handle(s: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRespon
             .push(pd);
     }
     resp
+}
+
+/// What a fetch sends, by topic: counted here, once the final read pass is chosen.
+fn count_out(s: &Shard, image: &MetadataImage, item: &Item, batches: &[Bytes]) {
+    let (Ok((id, _)), false) = (item.resolved, batches.is_empty()) else {
+        return;
+    };
+    let Some(topic) = image.topic_by_id(&id) else {
+        return;
+    };
+    let io = s.metrics.topic(id, &topic.name);
+    let bytes: usize = batches.iter().map(|b| b.len()).sum();
+    let records: u64 = batches
+        .iter()
+        .filter_map(|b| sluice_storage::parse_header(b).ok())
+        .map(|h| h.records_count.max(0) as u64)
+        .sum();
+    io.bytes_out.increment(bytes as u64);
+    io.records_out.increment(records);
 }
 
 /// One read of every partition, in request order, sharing the response byte budget. The

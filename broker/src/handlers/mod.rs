@@ -99,6 +99,8 @@ pub async fn handle(
     req: Request,
     peer: Option<std::net::SocketAddr>,
 ) -> Option<Bytes> {
+    let started = std::time::Instant::now();
+    let api = req.api_key;
     let version = req.api_version;
     let correlation_id = req.correlation_id();
     let response = match req.body {
@@ -106,7 +108,13 @@ pub async fn handle(
             ResponseKind::ApiVersions(s.versions.api_versions_response())
         }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(&s, r, version).await),
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(&s, r, version).await?),
+        RequestKind::Produce(r) => match produce::handle(&s, r, version).await {
+            Some(r) => ResponseKind::Produce(r),
+            None => {
+                s.metrics.request(api, started, &[]);
+                return None;
+            }
+        },
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&s, r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(&s, r, version).await)
@@ -186,13 +194,115 @@ pub async fn handle(
             return None;
         }
     };
-    match encode_response(version, correlation_id, &response) {
+    let encoded = encode_response(version, correlation_id, &response);
+    s.metrics.request(api, started, &error_codes(&response));
+    match encoded {
         Ok(bytes) => Some(bytes),
         Err(e) => {
             error!(api = ?req.api_key, version, error = %e, "response does not encode");
             None
         }
     }
+}
+
+/// Every non-zero error code in a response, top-level and per topic, partition or group, for
+/// `sluice_request_errors_total`. Empty (no allocation) for a clean response.
+fn error_codes(r: &ResponseKind) -> Vec<i16> {
+    let mut v = Vec::new();
+    let mut add = |c: i16| {
+        if c != 0 {
+            v.push(c)
+        }
+    };
+    match r {
+        ResponseKind::ApiVersions(r) => add(r.error_code),
+        ResponseKind::Metadata(r) => r.topics.iter().for_each(|t| add(t.error_code)),
+        ResponseKind::Produce(r) => r
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .for_each(|p| add(p.error_code)),
+        ResponseKind::Fetch(r) => {
+            add(r.error_code);
+            r.responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| add(p.error_code));
+        }
+        ResponseKind::ListOffsets(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| add(p.error_code)),
+        ResponseKind::InitProducerId(r) => add(r.error_code),
+        ResponseKind::CreateTopics(r) => r.topics.iter().for_each(|t| add(t.error_code)),
+        ResponseKind::DeleteTopics(r) => r.responses.iter().for_each(|t| add(t.error_code)),
+        ResponseKind::CreatePartitions(r) => r.results.iter().for_each(|t| add(t.error_code)),
+        ResponseKind::DeleteRecords(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| add(p.error_code)),
+        ResponseKind::DescribeConfigs(r) => r.results.iter().for_each(|t| add(t.error_code)),
+        ResponseKind::AlterConfigs(r) => r.responses.iter().for_each(|t| add(t.error_code)),
+        ResponseKind::IncrementalAlterConfigs(r) => {
+            r.responses.iter().for_each(|t| add(t.error_code))
+        }
+        ResponseKind::DescribeCluster(r) => add(r.error_code),
+        ResponseKind::OffsetForLeaderEpoch(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| add(p.error_code)),
+        ResponseKind::DescribeLogDirs(r) => {
+            add(r.error_code);
+            r.results.iter().for_each(|d| add(d.error_code));
+        }
+        ResponseKind::DescribeTopicPartitions(r) => r.topics.iter().for_each(|t| add(t.error_code)),
+        ResponseKind::FindCoordinator(r) => {
+            add(r.error_code);
+            r.coordinators.iter().for_each(|c| add(c.error_code));
+        }
+        ResponseKind::JoinGroup(r) => add(r.error_code),
+        ResponseKind::SyncGroup(r) => add(r.error_code),
+        ResponseKind::Heartbeat(r) => add(r.error_code),
+        ResponseKind::LeaveGroup(r) => {
+            add(r.error_code);
+            r.members.iter().for_each(|m| add(m.error_code));
+        }
+        ResponseKind::OffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| add(p.error_code)),
+        ResponseKind::OffsetFetch(r) => {
+            add(r.error_code);
+            r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| add(p.error_code));
+            for g in &r.groups {
+                add(g.error_code);
+                g.topics
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .for_each(|p| add(p.error_code));
+            }
+        }
+        ResponseKind::ListGroups(r) => add(r.error_code),
+        ResponseKind::DescribeGroups(r) => r.groups.iter().for_each(|g| add(g.error_code)),
+        ResponseKind::DeleteGroups(r) => r.results.iter().for_each(|g| add(g.error_code)),
+        ResponseKind::OffsetDelete(r) => {
+            add(r.error_code);
+            r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| add(p.error_code));
+        }
+        // Only the APIs in ROUTES are answered.
+        _ => {}
+    }
+    v
 }
 
 pub(crate) fn topic_name(name: &str) -> TopicName {

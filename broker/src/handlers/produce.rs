@@ -35,6 +35,7 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
             image.topic(t.name.0.as_str())
         };
         let topic_info = topic.map(|t| (t.id, t.partitions));
+        let io = topic.map(|t| s.metrics.topic(t.id, &t.name));
         let mut parts = Vec::new();
         for p in t.partition_data {
             let index = p.index;
@@ -62,10 +63,10 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
             };
             parts.push((index, glommio::spawn_local(fut).detach()));
         }
-        pending.push((t.name, t.topic_id, parts));
+        pending.push((t.name, t.topic_id, io, parts));
     }
     let mut resp = ProduceResponse::default();
-    for (name, topic_id, parts) in pending {
+    for (name, topic_id, io, parts) in pending {
         let mut tr = TopicProduceResponse::default();
         tr.name = name;
         tr.topic_id = topic_id;
@@ -78,6 +79,10 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
                 .unwrap_or(Err(ResponseError::UnknownServerError.into()))
             {
                 Ok(o) => {
+                    if let Some(io) = &io {
+                        io.bytes_in.increment(o.appended_bytes);
+                        io.records_in.increment(o.appended_records);
+                    }
                     pr.base_offset = kafka_offset(o.base_offset);
                     pr.log_append_time_ms = o.log_append_time_ms;
                     pr.log_start_offset = kafka_offset(o.log_start);
