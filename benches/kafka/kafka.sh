@@ -34,6 +34,43 @@ usage() {
 
 # ---------------------------------------------------------------- helpers
 
+# Write a KRaft combined-mode server.properties: FILE HEADER NODE_ID QUORUM PORT CPORT LOGS
+# RF MIN_ISR PROFILE (the replication factor and min ISR apply to internal topics too).
+write_props() {
+    local file="$1" header="$2" node="$3" quorum="$4" port="$5" cport="$6" logs="$7"
+    local rf="$8" min_isr="$9" profile="${10}"
+    cat >"$file" <<PROPS
+# $header
+process.roles=broker,controller
+node.id=$node
+controller.quorum.bootstrap.servers=$quorum
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$logs
+num.partitions=1
+default.replication.factor=$rf
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$min_isr
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+num.network.threads=2
+num.io.threads=4
+log.retention.hours=168
+PROPS
+    if [[ "$profile" == fsync ]]; then
+        echo "log.flush.interval.messages=1" >>"$file"
+    fi
+}
+
+
 have_lib() {
     [[ -d "$LIB" ]] && compgen -G "$LIB/kafka_2.13-*.jar" >/dev/null \
         && compgen -G "$LIB/kafka-tools-*.jar" >/dev/null
@@ -149,35 +186,8 @@ cmd_start() {
     fi
 
     local logs="$dir/logs"
-    cat >"$props" <<EOF
-# written by kafka.sh (profile: $profile)
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=$logs
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
-num.network.threads=2
-num.io.threads=4
-log.retention.hours=168
-EOF
-    if [[ "$profile" == fsync ]]; then
-        echo "log.flush.interval.messages=1" >>"$props"
-    fi
+    write_props "$props" "written by kafka.sh (profile: $profile)" 1 "127.0.0.1:$cport" \
+        "$port" "$cport" "$logs" 1 1 "$profile"
     # Later lines win in a properties file, so --set overrides anything above.
     for kv in "${extra[@]}"; do
         echo "$kv" >>"$props"
@@ -316,35 +326,9 @@ node_props() {
     local ndir="$dir/node-$n" cports=($CPORTS) i qs=""
     for (( i = 0; i < BROKERS; i++ )); do qs+="${qs:+,}127.0.0.1:${cports[$i]}"; done
     local port=$(( BASE_PORT + n - 1 )) cport="${cports[$(( n - 1 ))]}"
-    cat >"$ndir/server.properties" <<PROPS
-# written by kafka.sh start-cluster (node $n of $BROKERS, profile: $profile)
-process.roles=broker,controller
-node.id=$n
-controller.quorum.bootstrap.servers=$qs
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=$ndir/logs
-num.partitions=1
-default.replication.factor=3
-min.insync.replicas=2
-offsets.topic.replication.factor=3
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
-share.coordinator.state.topic.replication.factor=3
-share.coordinator.state.topic.min.isr=2
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
-num.network.threads=2
-num.io.threads=4
-log.retention.hours=168
-PROPS
-    if [[ "$profile" == fsync ]]; then
-        echo "log.flush.interval.messages=1" >>"$ndir/server.properties"
-    fi
+    write_props "$ndir/server.properties" \
+        "written by kafka.sh start-cluster (node $n of $BROKERS, profile: $profile)" \
+        "$n" "$qs" "$port" "$cport" "$ndir/logs" 3 2 "$profile"
     local kv
     for kv in "$@"; do echo "$kv" >>"$ndir/server.properties"; done
 }
