@@ -542,7 +542,15 @@ fn group_commands() {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let _ = c.poll(Duration::from_millis(100));
-            let d = json(bs, &["group", "describe", &active]);
+            // Until the consumer's join reaches it, Kafka knows no such group.
+            let o = sluice(bs, &["--format", "json", "group", "describe", &active]);
+            if !o.status.success() {
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(err.contains("GROUP_ID_NOT_FOUND"), "{err}");
+                assert!(Instant::now() < deadline, "consumer never joined: {err}");
+                continue;
+            }
+            let d: Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
             if d["state"] == "Stable" && !d["members"][0]["assigned"].as_array().unwrap().is_empty()
             {
                 assert_eq!(d["members"][0]["assigned"][0]["topic"], t.as_str());
