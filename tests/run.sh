@@ -24,14 +24,15 @@ bash benches/kafka/kafka.sh fetch
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace -- --skip sluice_answers_as_kafka_does
+# Speed changes timing and load: the storage crash test once hit EMFILE only in release.
+# It runs before the steps that start Apache Kafka, so no JVM shares its cores.
+cargo test --release -p sluice-storage --test crash --test descriptors
 # Apart, so that its cases per API show in the output.
 cargo test -p sluice-broker --test differential -- --nocapture
 # The admin CLI against Apache Kafka: the same commands give the same answers (one at a
 # time: the tests share one Kafka).
 SLUICE_TEST_KAFKA_SH="$PWD/benches/kafka/kafka.sh" \
     cargo test -p sluice-broker --test cli -- --test-threads=1
-# Speed changes timing and load: the storage crash test once hit EMFILE only in release.
-cargo test --release -p sluice-storage --test crash --test descriptors
 
 # The client suites start this broker themselves, on free loopback ports.
 cargo build -p sluice-broker
