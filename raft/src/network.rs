@@ -124,17 +124,25 @@ fn unreachable(e: impl std::fmt::Display) -> Unreachable<PartitionRaft> {
     Unreachable::from_string(e.to_string())
 }
 
+/// The least time an append carrying entries may take to be answered. The follower answers
+/// after its fdatasync, whose tail on a shared disk reaches tens of milliseconds; openraft's
+/// time to live for it is a fraction of the heartbeat interval, and a disk slower than that
+/// would then never get an append acknowledged (replication would stall, not slow down).
+pub const APPEND_TIMEOUT_MIN: Duration = Duration::from_secs(5);
+
 impl<T: Transport> Connection<T> {
     async fn call(
         &self,
         request: RaftRequest,
         option: &RPCOption,
     ) -> Result<RaftResponse, Unreachable<PartitionRaft>> {
-        match self
-            .transport
-            .call(self.target, request, option.hard_ttl())
-            .await
-        {
+        let ttl = match &request {
+            RaftRequest::Append(a) if !a.entries.is_empty() => {
+                option.hard_ttl().max(APPEND_TIMEOUT_MIN)
+            }
+            _ => option.hard_ttl(),
+        };
+        match self.transport.call(self.target, request, ttl).await {
             Ok(RaftResponse::Failed(e)) => Err(unreachable(format!(
                 "replica on broker {} failed: {e}",
                 self.target

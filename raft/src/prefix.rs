@@ -35,6 +35,9 @@ pub async fn advance_log_start(
     high_watermark: Offset,
 ) -> io::Result<LogStart> {
     let offset = offset.min(high_watermark);
+    if offset <= log.start().offset {
+        return Ok(log.start());
+    }
     let applied = raft.metrics().borrow_watched().last_applied;
     let Some(applied) = applied else {
         return Ok(log.start());
