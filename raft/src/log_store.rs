@@ -161,7 +161,9 @@ fn decode(e: sluice_storage::Entry) -> io::Result<Entry> {
     Ok(match e.kind {
         EntryKind::Data => Entry::new_normal(id, Batch(e.payload)),
         EntryKind::Internal => match e.payload.first() {
-            Some(&BLANK_TAG) => Entry::new_blank(id),
+            // Compaction removed the batch (below the commit point): applying it again moves
+            // no offsets, so it reads back as a blank entry.
+            None | Some(&BLANK_TAG) => Entry::new_blank(id),
             Some(&MEMBERSHIP_TAG) => {
                 let m: Membership = serde_json::from_slice(&e.payload[1..]).map_err(|_| bad())?;
                 Entry::new_membership(id, m)

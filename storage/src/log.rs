@@ -866,14 +866,16 @@ impl PartitionLog {
     }
 
     /// Raft read: entries with index in `[from, to)`, data and internal, up to `max_bytes`
-    /// (at least one entry).
+    /// (at least one entry). Raft indexes stay dense across compaction: an entry it removed
+    /// reads back as an internal entry with an empty payload, of the term of the entry
+    /// before it (every term starts with an internal entry, which compaction keeps).
     pub async fn entries(
         &self,
         from: RaftIndex,
         to: RaftIndex,
         max_bytes: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        let c = {
+        let (c, mut last_term) = {
             let inner = self.inner.borrow();
             let end = inner.end().next_raft_index;
             if from < inner.start.raft_index || to > end || from > to {
@@ -886,20 +888,38 @@ impl PartitionLog {
             if from == to {
                 return Ok(Vec::new());
             }
-            inner.cursor_for_raft(from)
+            let c = inner.cursor_for_raft(from);
+            let before = (c.position == 0 && c.segment > 0)
+                .then(|| Term(inner.segments[c.segment - 1].summary.last_term));
+            (c, before)
         };
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let mut next = from;
+        let removed = |i: RaftIndex, term: Term, offset: Offset| Entry {
+            raft_index: i,
+            term,
+            kind: EntryKind::Internal,
+            offset,
+            payload: Bytes::new(),
+        };
         self.walk(c, |f| {
             let i = f.header.raft_index;
             if i < from {
+                last_term = Some(f.header.term);
                 return true;
+            }
+            while next < i.min(to) {
+                out.push(removed(next, last_term.unwrap_or(f.header.term), f.offset));
+                next = RaftIndex(next.0 + 1);
             }
             if i >= to || (bytes > 0 && bytes + f.frame.len() > max_bytes) {
                 return false;
             }
             bytes += f.frame.len();
             out.push(Entry::from(f));
+            last_term = Some(f.header.term);
+            next = RaftIndex(i.0 + 1);
             true
         })
         .await?;
@@ -1368,7 +1388,18 @@ impl PartitionLog {
     /// Deletes whole sealed segments past `retention.ms` (by their largest batch timestamp)
     /// or beyond `retention.bytes`, oldest first. Returns how many were deleted.
     pub async fn apply_retention(&self, now_ms: u64) -> Result<usize, StorageError> {
-        let target = {
+        let Some(t) = self.retention_target(now_ms) else {
+            return Ok(0);
+        };
+        let before = self.segment_count();
+        self.set_start(t).await?;
+        Ok(before - self.segment_count())
+    }
+
+    /// Where retention would move the log start (the base of the first segment it keeps),
+    /// if it would delete anything: a replicated log cuts there through Raft.
+    pub fn retention_target(&self, now_ms: u64) -> Option<LogStart> {
+        {
             let inner = self.inner.borrow();
             let mut total: u64 = inner.segments.iter().map(|s| s.summary.size).sum();
             let mut target = None;
@@ -1397,13 +1428,7 @@ impl PartitionLog {
                 });
             }
             target
-        };
-        let Some(t) = target else {
-            return Ok(0);
-        };
-        let before = self.segment_count();
-        self.set_start(t).await?;
-        Ok(before - self.segment_count())
+        }
     }
 
     /// Flushes, writes the active segment's index checkpoint, and closes files. Dropping a log

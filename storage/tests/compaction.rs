@@ -249,3 +249,52 @@ fn small_compacted_segments_merge_and_a_crash_mid_merge_recovers() {
         assert_eq!(Offset(a.base_offset.0 + 1), log.end().next_offset);
     });
 }
+
+#[test]
+fn raft_reads_stay_dense_across_compaction() {
+    run(|dir| async move {
+        let log = open(&dir, small_config()).await;
+        // A term starts with an internal entry, as a Raft leader's blank entry.
+        log.append_internal(&[1], Term(1)).await.unwrap();
+        fill(&log, 4, 20).await;
+        log.append_internal(&[1], Term(2)).await.unwrap();
+        let b = keyed_batch(&[("key-0", Some("t2"))], NOW_MS as i64, -1, -1);
+        log.append(&b, Term(2)).await.unwrap();
+        log.flush().await.unwrap();
+        let (start, end) = (log.start().raft_index, log.end().next_raft_index);
+        let before = log.entries(start, end, usize::MAX).await.unwrap();
+        let stats = log.compact(&opts(), &no_codec).await.expect("compact");
+        assert!(stats.records_removed > 0, "{stats:?}");
+
+        // Every index reads back, from any start: a removed entry as an empty internal
+        // entry of the term of the entry before it.
+        for from in [start.0, start.0 + 1, start.0 + 7, end.0 - 3] {
+            let after = log
+                .entries(sluice_storage::RaftIndex(from), end, usize::MAX)
+                .await
+                .unwrap();
+            let want: Vec<_> = before.iter().filter(|e| e.raft_index.0 >= from).collect();
+            assert_eq!(after.len(), want.len(), "from {from}");
+            for (a, b) in after.iter().zip(want) {
+                assert_eq!(
+                    (a.raft_index, a.term),
+                    (b.raft_index, b.term),
+                    "from {from}"
+                );
+                if a.payload.is_empty() {
+                    assert_eq!(a.kind, sluice_storage::EntryKind::Internal);
+                } else {
+                    assert_eq!(a, b, "kept entries are unchanged");
+                }
+            }
+        }
+        assert!(
+            log.entries(start, end, usize::MAX)
+                .await
+                .unwrap()
+                .iter()
+                .any(|e| e.payload.is_empty()),
+            "compaction removed some entries"
+        );
+    });
+}
