@@ -23,7 +23,31 @@ use tracing::warn;
 
 use crate::network::{serve, PartitionRaftNode, RaftRequest, RaftResponse};
 use crate::runtime::GlommioRuntime;
-use crate::types::PartitionRaft;
+use crate::types::{AppliedBatch, Batch, PartitionRaft};
+
+/// Who leads a group as this replica sees it, and in which term (the Kafka leader epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// This replica leads and has applied its own first entry of the term, so everything
+    /// committed before the term is applied: it may take writes.
+    pub ready: bool,
+}
+
+/// Why a proposed write was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// Leadership moved (or the term ended) before the write was committed.
+    #[error("not the leader of term {0}")]
+    NotLeader(u64),
+    /// The group stopped.
+    #[error("Raft group stopped: {0}")]
+    Stopped(String),
+}
+
+/// Reports leadership changes of a group (called from its shard's ticker).
+pub type LeadershipListener = Box<dyn Fn(Leadership)>;
 
 /// A Raft group replica with the clock its ticker needs.
 pub struct Group {
@@ -40,6 +64,9 @@ pub struct Group {
     balance_after: Duration,
     /// When this replica's current term as leader started, seen by the ticker.
     leading_since: Cell<Option<Instant>>,
+    /// The leadership last reported to `listener`.
+    reported: Cell<Option<Leadership>>,
+    listener: RefCell<Option<LeadershipListener>>,
 }
 
 /// A leader hands leadership to the preferred replica after leading this many election
@@ -60,6 +87,8 @@ impl Group {
             preferred: Cell::new(None),
             balance_after: election_min * LEADER_BALANCE_ELECTION_TIMEOUTS,
             leading_since: Cell::new(None),
+            reported: Cell::new(None),
+            listener: RefCell::new(None),
         });
         g.draw_timeout();
         g
@@ -67,6 +96,102 @@ impl Group {
 
     pub fn raft(&self) -> &PartitionRaftNode {
         &self.raft
+    }
+
+    /// This replica's view of the group's leadership now.
+    pub fn leadership(&self) -> Leadership {
+        let m = self.metrics.borrow_watched();
+        let leading = m.state == ServerState::Leader;
+        Leadership {
+            leader: m.current_leader,
+            term: m.current_term,
+            ready: leading
+                && m.last_applied
+                    .is_some_and(|a| a.leader_id.term == m.current_term),
+        }
+    }
+
+    /// Calls `listener` with the leadership as the ticker sees it, each time it changes.
+    pub fn on_leadership_change(&self, listener: LeadershipListener) {
+        *self.listener.borrow_mut() = Some(listener);
+    }
+
+    fn report_leadership(&self) {
+        let now = self.leadership();
+        if self.reported.get() != Some(now) {
+            self.reported.set(Some(now));
+            if let Some(l) = self.listener.borrow().as_ref() {
+                l(now);
+            }
+        }
+    }
+
+    /// Waits (at most `timeout`) until this replica leads and may take writes.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let ready = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| {
+                    m.state == ServerState::Leader
+                        && m.last_applied
+                            .is_some_and(|a| a.leader_id.term == m.current_term)
+                },
+                "leader ready",
+            )
+            .await
+            .is_ok();
+        self.report_leadership();
+        ready
+    }
+
+    /// Starts an election now if this replica is its group's only voter (a one-node
+    /// cluster need not wait out an election timeout after a restart).
+    pub async fn elect_if_alone(&self) {
+        let alone = {
+            let m = self.metrics.borrow_watched();
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            voters == [m.id] && m.state != ServerState::Leader
+        };
+        if alone {
+            if let Err(e) = self.raft.trigger().elect(false).await {
+                warn!(error = %e, "cannot start an election");
+            }
+        }
+    }
+
+    /// Proposes `batch` as leader of `term`: it is queued behind every earlier proposal, in
+    /// order, and refused if the term has ended by the time Raft takes it. With `respond`,
+    /// the returned future resolves once the batch is committed and applied.
+    pub async fn propose(
+        &self,
+        term: u64,
+        batch: bytes::Bytes,
+        respond: bool,
+    ) -> Result<
+        Option<impl std::future::Future<Output = Result<AppliedBatch, ProposeError>>>,
+        ProposeError,
+    > {
+        let leader = openraft::type_config::alias::CommittedLeaderIdOf::<PartitionRaft>::new(term);
+        let write = self.raft.write(Batch(batch)).with_leader(leader);
+        if !respond {
+            write
+                .await
+                .map_err(|e| ProposeError::Stopped(e.to_string()))?;
+            return Ok(None);
+        }
+        let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
+        write
+            .responder(responder)
+            .await
+            .map_err(|e| ProposeError::Stopped(e.to_string()))?;
+        Ok(Some(async move {
+            match rx.await {
+                Ok(Ok(r)) => Ok(r.data),
+                Ok(Err(_)) => Err(ProposeError::NotLeader(term)),
+                Err(e) => Err(ProposeError::Stopped(e.to_string())),
+            }
+        }))
     }
 
     /// Sets the replica leadership moves back to after failovers (leadership balancing).
@@ -123,6 +248,7 @@ impl Group {
         if state != ServerState::Leader {
             self.leading_since.set(None);
         }
+        self.report_leadership();
         let result = match state {
             // A leader with no one to tell needs no heartbeat.
             ServerState::Leader if voters_alone => Ok(()),

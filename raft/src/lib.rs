@@ -14,10 +14,10 @@ pub mod state_machine;
 pub mod types;
 
 pub use config::{default_group_config, group_config, ELECTION_TIMEOUT_MIN};
-pub use group::{Group, Ticker};
+pub use group::{Group, Leadership, ProposeError, Ticker};
 pub use log_store::{LogReader, LogStore};
 pub use network::{serve, Network, PartitionRaftNode, RaftRequest, RaftResponse, Transport};
 pub use prefix::advance_log_start;
 pub use runtime::GlommioRuntime;
-pub use state_machine::{PartitionSnapshot, PrefixPoint, StateMachine};
+pub use state_machine::{ApplyObserver, PartitionSnapshot, PrefixPoint, StateMachine};
 pub use types::{AppliedBatch, Batch, PartitionRaft};

@@ -77,6 +77,15 @@ impl Record {
     }
 }
 
+/// What the embedder layers on applied batches (the broker's producer state, wake-ups of
+/// parked fetches). Called on every replica, in log order, as entries are applied.
+pub trait ApplyObserver {
+    /// `batch` (its stored bytes) was applied with its first record at `base_offset`.
+    fn applied(&self, batch: &[u8], base_offset: u64);
+    /// A snapshot replaced the log: everything before `next_offset` is gone.
+    fn reset(&self, next_offset: u64);
+}
+
 /// Where the next snapshot ends: the entry just before the log's new start and the offset
 /// that start has. Set by `advance_log_start` before it asks openraft for a snapshot.
 pub type PrefixPoint = Rc<Cell<Option<(LogId, Offset)>>>;
@@ -95,6 +104,7 @@ pub struct StateMachine {
     /// Shared with the broker: the high watermark readers may see up to.
     high_watermark: Rc<Cell<Offset>>,
     record: Rc<Record>,
+    observer: Option<Rc<dyn ApplyObserver>>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -157,6 +167,7 @@ impl StateMachine {
                 checkpoint: Mutex::new(record),
                 current: RefCell::new(current),
             }),
+            observer: None,
         })
     }
 
@@ -164,6 +175,12 @@ impl StateMachine {
     /// `APPLIED_CHECKPOINT_BYTES`.
     pub fn with_checkpoint_bytes(mut self, bytes: u64) -> Self {
         self.checkpoint_bytes = bytes;
+        self
+    }
+
+    /// Tells `observer` about every batch applied from now on.
+    pub fn with_observer(mut self, observer: Rc<dyn ApplyObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -187,11 +204,18 @@ impl StateMachine {
                 None
             }
             EntryPayload::Normal(batch) => {
-                let count = sluice_storage::parse_header(&batch.0).map_or(0, |h| h.offset_count());
-                let base = self.applied.next_offset;
+                let header = sluice_storage::parse_header(&batch.0).ok();
+                let count = header.as_ref().map_or(0, |h| h.offset_count());
+                // A stored batch carries the offsets its leader gave it; compaction may have
+                // dropped the batches before it (their entries are read back as blanks).
+                let stored_base = header.map_or(0, |h| h.base_offset.max(0) as u64);
+                let base = self.applied.next_offset.max(stored_base);
                 self.applied.next_offset = base + count;
                 self.unrecorded_bytes += batch.0.len() as u64;
                 self.high_watermark.set(Offset(self.applied.next_offset));
+                if let Some(o) = &self.observer {
+                    o.applied(&batch.0, base);
+                }
                 Some(AppliedBatch {
                     base_offset: base,
                     last_offset: (base + count).saturating_sub(1),
@@ -313,6 +337,9 @@ impl RaftStateMachine<PartitionRaft> for StateMachine {
         };
         self.memberships = vec![meta.last_membership.clone()];
         self.high_watermark.set(Offset(snapshot.next_offset));
+        if let Some(o) = &self.observer {
+            o.reset(snapshot.next_offset);
+        }
         Ok(())
     }
 
