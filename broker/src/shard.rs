@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use crate::config::{Config, PARTITION_OPEN_CONCURRENCY};
 use crate::metadata::{MetaError, MetaRecord, MetadataImage, MetadataStore, Topic};
-use crate::partition::{Durability, Partition};
+use crate::partition::{Durability, Partition, ReplicaSpec};
+use sluice_raft::rpc::Peers;
+use sluice_raft::{Leadership, Ticker};
 
 /// Work sent to another shard: runs there and reports back through its own channel.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -28,6 +30,13 @@ pub fn shard_for(topic_id: &Uuid, partition: i32, shards: usize) -> usize {
     let mut h = crc32c::crc32c(topic_id.as_bytes());
     h = crc32c::crc32c_append(h, &partition.to_be_bytes());
     h as usize % shards
+}
+
+/// The Raft group id of a partition: unique per (topic id, partition) with overwhelming
+/// likelihood (topic ids are random), the same on every broker. Group 0 is reserved.
+pub fn group_id(topic_id: &Uuid, partition: i32) -> u64 {
+    let hi = u64::from_be_bytes(topic_id.as_bytes()[..8].try_into().expect("16-byte uuid"));
+    hi.wrapping_add(partition as u32 as u64).max(1)
 }
 
 pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) -> PathBuf {
@@ -63,6 +72,13 @@ pub struct Shard {
     /// Consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: crate::groups::Coordinator,
     pub metrics: crate::telemetry::ShardMetrics,
+    /// Drives the Raft timers of every partition replica on this shard.
+    ticker: Rc<Ticker>,
+    /// This shard's connections to peer brokers, shared by all its groups.
+    raft_peers: Rc<Peers>,
+    /// Each partition's leadership as its owner shard last reported it, on every shard
+    /// (Metadata answers from here without asking the owner).
+    leaders: RefCell<HashMap<(Uuid, i32), Leadership>>,
 }
 
 impl Shard {
@@ -76,7 +92,6 @@ impl Shard {
         Rc::new(Shard {
             id,
             count: peers.len(),
-            config,
             versions,
             inflight_bytes: Rc::new(Semaphore::new(budget)),
             peers,
@@ -88,7 +103,34 @@ impl Shard {
             shutting_down: Cell::new(false),
             groups: crate::groups::Coordinator::default(),
             metrics: crate::telemetry::ShardMetrics::new(id),
+            ticker: {
+                let t = Ticker::new(sluice_raft::ELECTION_TIMEOUT_MIN);
+                t.spawn();
+                t
+            },
+            raft_peers: Peers::new(config.node_id as u64),
+            leaders: RefCell::new(HashMap::new()),
+            config,
         })
+    }
+
+    /// A partition's leadership as its owner last reported it (`None` before it opened).
+    pub fn leadership(&self, topic_id: &Uuid, partition: i32) -> Option<Leadership> {
+        self.leaders.borrow().get(&(*topic_id, partition)).copied()
+    }
+
+    /// Tells every shard about a partition's leadership (`None`: it closed here).
+    async fn announce_leadership(self: &Rc<Self>, key: (Uuid, i32), l: Option<Leadership>) {
+        for target in 0..self.count {
+            self.run_on(target, move |s| async move {
+                let mut leaders = s.leaders.borrow_mut();
+                match l {
+                    Some(l) => leaders.insert(key, l),
+                    None => leaders.remove(&key),
+                };
+            })
+            .await;
+        }
     }
 
     pub fn set_meta_store(&self, store: MetadataStore) {
@@ -273,19 +315,25 @@ impl Shard {
         self.offline
             .borrow_mut()
             .retain(|(id, p)| image.topic_by_id(id).is_some_and(|t| *p < t.partitions));
-        let gone: Vec<Rc<Partition>> = {
+        let gone: Vec<((Uuid, i32), Rc<Partition>)> = {
             let mut parts = self.partitions.borrow_mut();
             let keys: Vec<_> = parts
                 .keys()
                 .filter(|(id, p)| image.topic_by_id(id).is_none_or(|t| *p >= t.partitions))
                 .copied()
                 .collect();
-            keys.iter().filter_map(|k| parts.remove(k)).collect()
+            keys.iter()
+                .filter_map(|k| parts.remove(k).map(|p| (*k, p)))
+                .collect()
         };
-        for p in gone {
+        for (key, p) in gone {
             let dir = p.dir().to_path_buf();
             info!(topic = %p.topic, partition = p.index, "deleting partition of a deleted topic");
-            drop(p);
+            self.announce_leadership(key, None).await;
+            if let Ok(p) = Rc::try_unwrap(p) {
+                // Its Raft group stops before its files go.
+                let _ = p.close().await;
+            }
             if let Err(e) = glommio::executor()
                 .spawn_blocking(move || std::fs::remove_dir_all(&dir))
                 .await
@@ -354,8 +402,30 @@ impl Shard {
         let dir = partition_dir(&self.config.data_dir, &t.name, p);
         let config = self.config.log_config(&t.configs);
         let rules = self.config.record_rules(&t.configs);
-        match Partition::open(&dir, t.name.clone(), p, config, rules).await {
-            Ok(part) => Some(part),
+        let node = self.config.node_id as u64;
+        let spec = ReplicaSpec {
+            node,
+            // Every replica is this broker's until the cluster places replicas elsewhere.
+            voters: vec![node],
+            election_min: sluice_raft::ELECTION_TIMEOUT_MIN,
+            transport: self.raft_peers.transport(group_id(&t.id, p)),
+            ticker: self.ticker.clone(),
+        };
+        match Partition::open(&dir, t.name.clone(), p, config, rules, spec).await {
+            Ok(part) => {
+                let key = (t.id, p);
+                let weak = Rc::downgrade(self);
+                part.on_leadership_change(Box::new(move |l| {
+                    if let Some(s) = weak.upgrade() {
+                        glommio::spawn_local(async move {
+                            s.announce_leadership(key, Some(l)).await;
+                        })
+                        .detach();
+                    }
+                }));
+                self.announce_leadership(key, Some(part.leadership())).await;
+                Some(part)
+            }
             Err(e) => {
                 if !self.is_offline(&t.id, p) {
                     tracing::error!(topic = %t.name, partition = p, error = %e,
@@ -377,11 +447,7 @@ impl Shard {
             .collect();
         // Overlapped like opens, so stopping thousands of partitions takes seconds, not minutes.
         overlapped(parts, |p| async move {
-            if let Err(e) = p.make_durable().await {
-                warn!(topic = %p.topic, partition = p.index, error = ?e, "flush at shutdown failed");
-            } else {
-                p.snapshot_at_close().await;
-            }
+            p.snapshot_at_close().await;
             if let Ok(p) = Rc::try_unwrap(p) {
                 if let Err(e) = p.close().await {
                     warn!(error = %e, "closing a partition log failed");

@@ -69,6 +69,7 @@ const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const INVALID_CONFIG: i16 = 40;
 const INVALID_REQUEST: i16 = 42;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
+const FENCED_LEADER_EPOCH: i16 = 74;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
 
@@ -1069,10 +1070,15 @@ fn offset_for_leader_epoch_and_log_dirs() {
         let p = &resp.topics[0].partitions[0];
         (p.error_code, p.leader_epoch, p.end_offset)
     };
-    assert_eq!(ask(&mut c, 1, 0, 0), (NONE, 0, 5));
-    assert_eq!(ask(&mut c, 0, -1, 0), (NONE, 0, 0));
-    assert_eq!(ask(&mut c, 1, 0, 3), (NONE, -1, -1));
-    assert_eq!(ask(&mut c, 1, 5, 0).0, UNKNOWN_LEADER_EPOCH);
+    // The leader epoch is the partition's Raft term, as DescribeTopicPartitions reports it.
+    let described = c.describe_partitions(&[&t], 10, None);
+    let epoch = described.topics[0].partitions[1].leader_epoch;
+    assert!(epoch >= 1, "a term starts at 1: {epoch}");
+    assert_eq!(ask(&mut c, 1, epoch, epoch), (NONE, epoch, 5));
+    assert_eq!(ask(&mut c, 0, -1, epoch), (NONE, epoch, 0));
+    assert_eq!(ask(&mut c, 1, epoch, epoch + 2), (NONE, -1, -1));
+    assert_eq!(ask(&mut c, 1, epoch + 4, 0).0, UNKNOWN_LEADER_EPOCH);
+    assert_eq!(ask(&mut c, 1, epoch - 1, epoch).0, FENCED_LEADER_EPOCH);
     assert_eq!(ask(&mut c, 9, 0, 0).0, UNKNOWN_TOPIC_OR_PARTITION);
 
     // Every partition, from both shards.
@@ -1089,9 +1095,11 @@ fn offset_for_leader_epoch_and_log_dirs() {
     let sizes: Vec<_> = mine
         .partitions
         .iter()
-        .map(|p| (p.partition_index, p.partition_size > 0))
+        .map(|p| (p.partition_index, p.partition_size))
         .collect();
-    assert_eq!(sizes, vec![(0, false), (1, true)]);
+    // Both hold their Raft group's first entries; only partition 1 holds records too.
+    assert_eq!(sizes.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1]);
+    assert!(sizes[1].1 > sizes[0].1, "{sizes:?}");
     // Only what was asked for.
     let r =
         DescribeLogDirsRequest::default()

@@ -15,7 +15,6 @@ use sluice_protocol::{ResponseError, VersionRange};
 
 use super::admin::TOPIC_AUTHORIZED_OPERATIONS;
 use super::topic_name;
-use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 0);
@@ -75,8 +74,11 @@ pub async fn handle(
             .map(|i| {
                 let mut p = DescribeTopicPartitionsResponsePartition::default();
                 p.partition_index = i;
-                p.leader_id = node;
-                p.leader_epoch = LEADER_EPOCH;
+                let leadership = s.leadership(&topic.id, i);
+                p.leader_id = leadership
+                    .and_then(|l| l.leader)
+                    .map_or(BrokerId(-1), |l| BrokerId(l as i32));
+                p.leader_epoch = leadership.map_or(-1, |l| l.term as i32);
                 p.replica_nodes = vec![node];
                 p.isr_nodes = vec![node];
                 p.eligible_leader_replicas = Some(Vec::new());

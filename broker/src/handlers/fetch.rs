@@ -34,6 +34,8 @@ struct Item {
     resolved: Result<(Uuid, i32), ResponseError>,
     partition: i32,
     offset: i64,
+    /// The client's current leader epoch (-1: none), fenced against the leader's.
+    leader_epoch: i32,
     max_bytes: usize,
 }
 
@@ -73,6 +75,7 @@ pub async fn handle(s: &Rc<Shard>, r: FetchRequest, version: i16) -> FetchRespon
                 resolved,
                 partition: p.partition,
                 offset: p.fetch_offset,
+                leader_epoch: p.current_leader_epoch,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
             });
         }
@@ -177,9 +180,10 @@ async fn read_pass(s: &Rc<Shard>, items: &[Item], max_bytes: usize) -> Vec<Got> 
         let min_one = !any;
         // Budget spent: report only watermarks, so the client comes back for the rest.
         let limit = item.max_bytes.min(remaining);
-        let offset = item.offset;
+        let (offset, epoch) = (item.offset, item.leader_epoch);
         let r = s
             .with_partition(id, partition, move |p| async move {
+                p.check_epoch(epoch)?;
                 if limit > 0 || min_one {
                     let offset = log_offset(offset).ok_or(ResponseError::OffsetOutOfRange)?;
                     p.fetch(offset, limit.max(1), min_one).await

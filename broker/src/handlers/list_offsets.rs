@@ -10,7 +10,6 @@ use sluice_protocol::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsR
 use sluice_protocol::{ResponseError, VersionRange};
 
 use super::kafka_offset;
-use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
 
 /// v0 uses the pre-0.10 answer format, which no current client sends.
@@ -38,10 +37,11 @@ pub async fn handle(s: &Rc<Shard>, r: ListOffsetsRequest, version: i16) -> ListO
             pr.leader_epoch = -1;
             let result = match topic {
                 Some((id, count)) if (0..count).contains(&p.partition_index) => {
-                    let ts = p.timestamp;
+                    let (ts, current) = (p.timestamp, p.current_leader_epoch);
                     s.with_partition(id, p.partition_index, move |part| async move {
+                        let epoch = part.check_epoch(current)?;
                         let w = part.watermarks();
-                        match ts {
+                        let found = match ts {
                             LATEST => Ok(Some((w.high_watermark, -1))),
                             // No tiered storage: Kafka has no tiered offset to give.
                             LATEST_TIERED => Ok(None),
@@ -51,7 +51,8 @@ pub async fn handle(s: &Rc<Shard>, r: ListOffsetsRequest, version: i16) -> ListO
                             })),
                             t if t >= 0 => part.offset_for_timestamp(t).await,
                             _ => Err(ResponseError::InvalidRequest),
-                        }
+                        };
+                        found.map(|f| f.map(|(o, t)| (o, t, epoch)))
                     })
                     .await
                     .and_then(|r| r)
@@ -59,11 +60,11 @@ pub async fn handle(s: &Rc<Shard>, r: ListOffsetsRequest, version: i16) -> ListO
                 _ => Err(ResponseError::UnknownTopicOrPartition),
             };
             match result {
-                Ok(Some((offset, ts))) => {
+                Ok(Some((offset, ts, epoch))) => {
                     pr.offset = kafka_offset(offset);
                     pr.timestamp = ts;
                     if version >= 4 {
-                        pr.leader_epoch = LEADER_EPOCH;
+                        pr.leader_epoch = epoch;
                     }
                 }
                 Ok(None) => {}

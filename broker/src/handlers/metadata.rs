@@ -16,7 +16,6 @@ use super::admin::{
 };
 use super::{str_bytes, topic_name};
 use crate::metadata::{MetadataImage, Topic};
-use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
 use crate::topics::{plan_create, PartitionBudget};
 
@@ -156,15 +155,21 @@ fn topic_entry(s: &Shard, topic: &Topic, authorized_operations: i32) -> Metadata
         .map(|i| {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = i;
-            p.leader_epoch = LEADER_EPOCH;
             p.replica_nodes = vec![node];
+            let leadership = s.leadership(&topic.id, i);
+            p.leader_epoch = leadership.map_or(-1, |l| l.term as i32);
             if s.is_offline(&topic.id, i) {
                 // Kafka's answer for a partition whose only replica is on a failed log dir.
                 p.error_code = ResponseError::LeaderNotAvailable.code();
                 p.leader_id = BrokerId(-1);
                 p.offline_replicas = vec![node];
+            } else if let Some(leader) = leadership.and_then(|l| l.leader) {
+                p.leader_id = BrokerId(leader as i32);
+                p.isr_nodes = vec![node];
             } else {
-                p.leader_id = node;
+                // Between terms: clients wait and ask again.
+                p.error_code = ResponseError::LeaderNotAvailable.code();
+                p.leader_id = BrokerId(-1);
                 p.isr_nodes = vec![node];
             }
             p

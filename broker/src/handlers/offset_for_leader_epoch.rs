@@ -1,6 +1,7 @@
 //! OffsetForLeaderEpoch: clients check after a leader change that their position is still
-//! in the log (KIP-320). One node has one leader epoch, `LEADER_EPOCH`, covering the whole
-//! log; its end offset is the high watermark, the end of what any client could have read.
+//! in the log (KIP-320). Leader epochs are Raft terms, stored in every batch; the leader
+//! answers from its log (a binary search over terms), the current epoch ending at the high
+//! watermark, the end of what any client could have read.
 
 use std::rc::Rc;
 
@@ -13,7 +14,6 @@ use sluice_protocol::kafka_protocol::messages::{
 use sluice_protocol::{ResponseError, VersionRange};
 
 use super::kafka_offset;
-use crate::partition::LEADER_EPOCH;
 use crate::shard::Shard;
 
 /// v0-v1 are older than kafka-protocol's codec.
@@ -39,29 +39,23 @@ pub async fn handle(s: &Rc<Shard>, r: OffsetForLeaderEpochRequest) -> OffsetForL
             pr.end_offset = UNDEFINED_EPOCH_OFFSET;
             let result = match topic {
                 Some((id, count)) if (0..count).contains(&p.partition) => {
-                    if p.current_leader_epoch > LEADER_EPOCH {
-                        Err(ResponseError::UnknownLeaderEpoch)
-                    } else if p.current_leader_epoch != UNDEFINED_EPOCH
-                        && p.current_leader_epoch < LEADER_EPOCH
-                    {
-                        Err(ResponseError::FencedLeaderEpoch)
-                    } else {
-                        s.with_partition(id, p.partition, |part| async move {
-                            part.watermarks().high_watermark
-                        })
-                        .await
-                    }
+                    let (current, wanted) = (p.current_leader_epoch, p.leader_epoch);
+                    s.with_partition(id, p.partition, move |part| async move {
+                        part.check_epoch(current)?;
+                        part.epoch_end(wanted).await
+                    })
+                    .await
+                    .and_then(|r| r)
                 }
                 _ => Err(ResponseError::UnknownTopicOrPartition),
             };
             match result {
-                // Kafka: the requested epoch is the current one → it ends at the log end;
-                // an epoch after the current one, or none, is unknown (-1, -1).
-                Ok(hw) if p.leader_epoch == LEADER_EPOCH => {
-                    pr.leader_epoch = LEADER_EPOCH;
-                    pr.end_offset = kafka_offset(hw);
+                // An epoch after the current one, or none, is unknown (-1, -1).
+                Ok(Some((epoch, end))) => {
+                    pr.leader_epoch = epoch;
+                    pr.end_offset = kafka_offset(end);
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(e) => pr.error_code = e.code(),
             }
             tr.partitions.push(pr);

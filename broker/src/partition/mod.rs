@@ -24,8 +24,8 @@ use sluice_storage::{
 };
 use tracing::warn;
 
-pub use self::rules::RecordRules;
 use self::producers::{Applied, ProposedBatch};
+pub use self::rules::RecordRules;
 use self::rules::{check_records, split_batches, with_log_append_time};
 
 /// Largest read while rebuilding producer state at open.
@@ -155,7 +155,6 @@ fn storage_error_code(e: &StorageError) -> ResponseError {
     }
 }
 
-
 fn propose_error(topic: &str, index: i32, e: ProposeError) -> Refusal {
     match e {
         ProposeError::NotLeader(_) => ResponseError::NotLeaderOrFollower.into(),
@@ -195,7 +194,8 @@ impl Partition {
         )
         .await?;
         let sm = sm.with_observer(applied.clone() as Rc<dyn ApplyObserver>);
-        let raft_config = group_config(spec.election_min).map_err(|e| io(std::io::Error::other(e)))?;
+        let raft_config =
+            group_config(spec.election_min).map_err(|e| io(std::io::Error::other(e)))?;
         let raft = PartitionRaftNode::new(
             spec.node,
             Arc::new(raft_config),
@@ -381,7 +381,9 @@ impl Partition {
         if let Err(e) = self.raft.shutdown().await {
             warn!(topic = %self.topic, partition = self.index, error = %e, "Raft group did not stop cleanly");
         }
-        let Partition { log, group, raft, .. } = self;
+        let Partition {
+            log, group, raft, ..
+        } = self;
         drop((group, raft));
         match Rc::try_unwrap(log) {
             Ok(log) => log.close().await,
@@ -514,7 +516,8 @@ impl Partition {
         }
         drop(permit);
         for c in commits {
-            c.await.map_err(|e| propose_error(&self.topic, self.index, e))?;
+            c.await
+                .map_err(|e| propose_error(&self.topic, self.index, e))?;
         }
         Ok(ProduceOutcome {
             base_offset: Offset(first_base.expect("split_batches yields at least one batch")),
