@@ -53,6 +53,14 @@ pub struct Config {
     /// What clients are told to connect to; defaults to `listen`.
     #[serde(rename = "advertised.listener")]
     pub advertised_listener: Option<String>,
+    /// Inter-broker RPC listener (Raft traffic), `HOST:PORT`; off when unset.
+    #[serde(rename = "rpc.listen")]
+    pub rpc_listen: Option<SocketAddr>,
+    /// What peer brokers are told to connect to for RPC; defaults to `rpc.listen`.
+    #[serde(rename = "advertised.rpc.listener")]
+    pub advertised_rpc_listener: Option<String>,
+    /// RPC addresses of the initial voters, the same list on every initial broker.
+    pub seeds: Vec<String>,
     /// HTTP port for /metrics, /health, /ready.
     #[serde(rename = "admin.listen")]
     pub admin_listen: Option<SocketAddr>,
@@ -136,6 +144,9 @@ impl Default for Config {
             data_dir: PathBuf::from("./sluice-data"),
             listen: "127.0.0.1:9092".parse().expect("valid default address"),
             advertised_listener: None,
+            rpc_listen: None,
+            advertised_rpc_listener: None,
+            seeds: Vec::new(),
             admin_listen: None,
             cores: None,
             auto_create_topics_enable: true,
@@ -216,7 +227,55 @@ impl Config {
         if self.cores == Some(0) {
             return Err(ConfigError::Invalid("cores must be at least 1".into()));
         }
+        self.validate_seeds()
+    }
+
+    /// The seeds must name this broker's RPC address; a list naming other brokers asks for
+    /// a multi-broker cluster, which this build cannot form yet (every Raft group has this
+    /// broker as its only voter), so it is refused rather than silently run as one node.
+    fn validate_seeds(&self) -> Result<(), ConfigError> {
+        if self.seeds.is_empty() {
+            return Ok(());
+        }
+        let Some(own) = self.advertised_rpc() else {
+            return Err(ConfigError::Invalid(
+                "seeds need rpc.listen (--rpc-listen): a seed is a broker's RPC address".into(),
+            ));
+        };
+        for seed in &self.seeds {
+            if seed
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "seed {seed:?} is not HOST:PORT"
+                )));
+            }
+        }
+        let others: Vec<&String> = self.seeds.iter().filter(|s| **s != own).collect();
+        if others.len() == self.seeds.len() {
+            return Err(ConfigError::Invalid(format!(
+                "the seeds {:?} do not include this broker's RPC address {own} \
+                 (advertised.rpc.listener, or rpc.listen)",
+                self.seeds
+            )));
+        }
+        if !others.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "seeds {others:?} name other brokers: multi-broker clusters are not supported \
+                 by this build yet; run each broker with only its own RPC address as seed"
+            )));
+        }
         Ok(())
+    }
+
+    /// This broker's RPC address as peers reach it, if it listens for RPC.
+    pub fn advertised_rpc(&self) -> Option<String> {
+        match (&self.advertised_rpc_listener, self.rpc_listen) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(l)) => Some(l.to_string()),
+            (None, None) => None,
+        }
     }
 
     /// (host, port) clients should connect to.

@@ -66,6 +66,15 @@ struct StartArgs {
     /// HOST:PORT given to clients in Metadata [default: the listen address].
     #[arg(long)]
     advertised_listener: Option<String>,
+    /// Inter-broker RPC listener (Raft traffic) [default: off].
+    #[arg(long)]
+    rpc_listen: Option<SocketAddr>,
+    /// HOST:PORT peer brokers are told to connect to for RPC [default: the RPC listen address].
+    #[arg(long)]
+    advertised_rpc_listener: Option<String>,
+    /// RPC addresses of the initial voters, comma-separated, the same on every initial broker.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
     /// HTTP address for /metrics, /health and /ready [default: off].
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
@@ -125,6 +134,15 @@ fn load_config(args: StartArgs) -> Result<Config, config::ConfigError> {
     }
     if let Some(v) = args.advertised_listener {
         c.advertised_listener = Some(v);
+    }
+    if let Some(v) = args.rpc_listen {
+        c.rpc_listen = Some(v);
+    }
+    if let Some(v) = args.advertised_rpc_listener {
+        c.advertised_rpc_listener = Some(v);
+    }
+    if let Some(v) = args.seeds {
+        c.seeds = v;
     }
     if let Some(v) = args.admin_listen {
         c.admin_listen = Some(v);
@@ -436,6 +454,15 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
             .await;
         if !ok {
             return false;
+        }
+    }
+    if let Some(addr) = config.rpc_listen {
+        match shard.start_rpc(addr) {
+            Ok(bound) => info!(%bound, "inter-broker RPC listening"),
+            Err(e) => {
+                error!(%addr, error = %e, "cannot listen on the RPC address");
+                return false;
+            }
         }
     }
     if let Some(addr) = config.admin_listen {

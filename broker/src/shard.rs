@@ -79,6 +79,10 @@ pub struct Shard {
     /// Each partition's leadership as its owner shard last reported it, on every shard
     /// (Metadata answers from here without asking the owner).
     leaders: RefCell<HashMap<(Uuid, i32), Leadership>>,
+    /// Each partition's Raft group id, from the metadata image, for routing RPC messages.
+    group_ids: RefCell<HashMap<u64, (Uuid, i32)>>,
+    /// Shard 0, with `rpc.listen`: the inter-broker RPC endpoint.
+    rpc_server: RefCell<Option<sluice_raft::rpc::Server>>,
 }
 
 impl Shard {
@@ -110,6 +114,8 @@ impl Shard {
             },
             raft_peers: Peers::new(config.node_id as u64),
             leaders: RefCell::new(HashMap::new()),
+            group_ids: RefCell::new(HashMap::new()),
+            rpc_server: RefCell::new(None),
             config,
         })
     }
@@ -312,6 +318,11 @@ impl Shard {
     /// config changes, and closes and deletes those whose topic is gone.
     async fn apply_image(self: Rc<Self>, image: Arc<MetadataImage>) {
         *self.metadata.borrow_mut() = image.clone();
+        *self.group_ids.borrow_mut() = image
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions).map(move |p| (group_id(&t.id, p), (t.id, p))))
+            .collect();
         self.offline
             .borrow_mut()
             .retain(|(id, p)| image.topic_by_id(id).is_some_and(|t| *p < t.partitions));
@@ -489,6 +500,47 @@ where
         out.push(t.await);
     }
     out
+}
+
+/// Routes an RPC message that arrived on shard 0 to the shard owning its group.
+struct ShardRouter(std::rc::Weak<Shard>);
+
+impl sluice_raft::rpc::Router for ShardRouter {
+    async fn route(
+        &self,
+        group: u64,
+        request: sluice_raft::RaftRequest,
+    ) -> sluice_raft::RaftResponse {
+        let Some(s) = self.0.upgrade() else {
+            return sluice_raft::RaftResponse::Failed("broker is stopping".into());
+        };
+        let Some((topic_id, partition)) = s.group_ids.borrow().get(&group).copied() else {
+            return sluice_raft::RaftResponse::Failed(format!("no group {group} here"));
+        };
+        let routed = s
+            .with_partition(topic_id, partition, move |p| async move {
+                p.serve_raft(request).await
+            })
+            .await;
+        routed.unwrap_or_else(|e| {
+            sluice_raft::RaftResponse::Failed(format!("group {group} not open here: {e:?}"))
+        })
+    }
+}
+
+impl Shard {
+    /// Listens for peer brokers' Raft messages on `addr` (shard 0) and routes each to the
+    /// shard owning its group. Returns the bound address.
+    pub fn start_rpc(
+        self: &Rc<Self>,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<std::net::SocketAddr> {
+        let router = Rc::new(ShardRouter(Rc::downgrade(self)));
+        let server = sluice_raft::rpc::Server::bind(addr, self.config.node_id as u64, router)?;
+        let bound = server.local_addr();
+        *self.rpc_server.borrow_mut() = Some(server);
+        Ok(bound)
+    }
 }
 
 impl Shard {

@@ -249,6 +249,11 @@ impl Partition {
         self.group.leadership()
     }
 
+    /// Answers a Raft message from a peer replica of this partition.
+    pub async fn serve_raft(&self, request: sluice_raft::RaftRequest) -> sluice_raft::RaftResponse {
+        self.group.serve(request).await
+    }
+
     /// Calls `f` each time this replica's view of the leadership changes.
     pub fn on_leadership_change(&self, f: Box<dyn Fn(Leadership)>) {
         self.group.on_leadership_change(f);
