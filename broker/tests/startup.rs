@@ -2,7 +2,8 @@
 //!
 //! Each test starts `sluice` under a seccomp filter of its own (installed in the child
 //! between fork and exec, as a container runtime would) that refuses some system calls with
-//! EPERM, then requires a non-zero exit within a bound: a broker that hangs fails the test.
+//! EPERM (or with a low locked-memory limit), then requires a non-zero exit within a bound: a
+//! broker that hangs fails the test.
 #![cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
@@ -68,6 +69,11 @@ struct Exit {
 
 /// Runs a one-shard broker under a filter denying `denied`; panics if it outlives the bound.
 fn start_denying(denied: &[libc::c_long]) -> Exit {
+    start_with(denied, None)
+}
+
+/// As `start_denying`, with RLIMIT_MEMLOCK (soft and hard) set to `memlock` bytes if given.
+fn start_with(denied: &[libc::c_long], memlock: Option<u64>) -> Exit {
     let dir = tempfile::tempdir().unwrap();
     let filter = deny_filter(denied);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
@@ -90,6 +96,15 @@ fn start_denying(denied: &[libc::c_long]) -> Exit {
                 len: filter.len() as u16,
                 filter: filter.as_ptr() as *mut libc::sock_filter,
             };
+            if let Some(bytes) = memlock {
+                let lim = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
                 || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
                 || libc::prctl(
@@ -173,4 +188,14 @@ fn a_shard_that_cannot_start_ends_the_process() {
         "{}",
         exit.stderr
     );
+}
+
+#[test]
+fn a_memlock_limit_under_glommios_floor_is_named() {
+    // glommio's reactor refuses to start under 512 KiB; the hard limit can't be raised.
+    let exit = start_with(&[], Some(64 * 1024));
+    assert_eq!(exit.code, Some(1), "{}", exit.stderr);
+    assert!(exit.stderr.contains("RLIMIT_MEMLOCK"), "{}", exit.stderr);
+    assert!(exit.stderr.contains("64 KiB"), "{}", exit.stderr);
+    assert!(exit.stderr.contains("512 KiB"), "{}", exit.stderr);
 }
