@@ -23,6 +23,11 @@ for tool in podman runc buildah curl; do
     }
 done
 
+[ "$(id -u)" = 0 ] || {
+    echo "tests/image/run.sh: run it as root (rootful podman; the data directory is handed to the image's user 65532)" >&2
+    exit 1
+}
+
 image=${SLUICE_IMAGE:-}
 if [ -z "$image" ]; then
     image=localhost/sluice:dev
