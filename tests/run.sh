@@ -57,3 +57,8 @@ done
 # The image, built FROM scratch with buildah around the binary above, run with podman under
 # the chart's seccomp profile (a round trip) and podman's default one (the diagnostic).
 bash tests/image/run.sh
+# The rendered cluster runs: the StatefulSet helm renders, started here as the kubelet would
+# (mount namespaces, a private /etc/hosts; needs root), then the chart's helm test pod and
+# the rdkafka suite through the client Service. One replica until the broker takes seeds
+# naming other brokers; then SLUICE_HELM_RUN_VALUES=ci/3-replicas-values.yaml.
+(cd tests/helm && HELM="$helm_bin" SLUICE_RDKAFKA_SUITE=1 go test -count=1 -run TestRenderedClusterRuns ./...)
