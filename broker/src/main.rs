@@ -201,6 +201,8 @@ fn run(config: Arc<Config>) -> i32 {
         .unzip();
     let mut controls = Vec::new();
     let mut threads = Vec::new();
+    // Pinned to the CPUs we are allowed, which in a container need not start at 0.
+    let cpus = preflight::allowed_cpus();
     for (id, jobs) in job_rxs.into_iter().enumerate() {
         let (ctl_tx, ctl_rx) = flume::unbounded::<Control>();
         controls.push(ctl_tx);
@@ -208,7 +210,8 @@ fn run(config: Arc<Config>) -> i32 {
         let peers = job_txs.clone();
         // Signals the main thread however this shard's thread ends (see ShardExitGuard).
         let exit_guard = preflight::ShardExitGuard(id);
-        let spawned = LocalExecutorBuilder::new(Placement::Fixed(id))
+        let cpu = cpus.get(id).copied().unwrap_or(id);
+        let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .spawn(move || {
                 let exit_guard = exit_guard;

@@ -182,6 +182,24 @@ fn explain(call: &str, err: std::io::Error, disabled: u32) -> PreflightError {
     ))
 }
 
+/// The CPUs this process may run on, in order: shard `i` is pinned to the `i`-th. A container
+/// given CPUs by a cpuset (Kubernetes' static CPU manager, `--cpuset-cpus`) may not be on
+/// CPU 0 at all, and pinning outside the cpuset fails with EINVAL inside glommio. Falls back
+/// to 0, 1, ... if the mask can't be read.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let max = libc::CPU_SETSIZE as usize;
+    if r != 0 {
+        return (0..max).collect();
+    }
+    // SAFETY: `set` was filled by the kernel above; `cpu` is below CPU_SETSIZE.
+    (0..max)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
 /// Held by a shard thread for as long as it runs: dropped when the shard's future ends, when
 /// the thread unwinds from a panic, or when glommio fails to build the executor and drops the
 /// closure that holds it. Any of these tells the main thread, which stops the broker.
@@ -224,6 +242,14 @@ mod tests {
     fn io_uring_and_memlock_pass_on_the_test_machine() {
         // The test suite itself runs glommio, so the machine allows both.
         check().unwrap();
+    }
+
+    #[test]
+    fn allowed_cpus_are_as_many_as_the_parallelism() {
+        let cpus = allowed_cpus();
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!(cpus.len() >= n, "{cpus:?} for {n} cores");
+        assert!(cpus.windows(2).all(|w| w[0] < w[1]), "{cpus:?}");
     }
 
     #[test]
