@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The image, run with podman as a new user would on this kind of machine:
 #  1. under the chart's own seccomp profile (helm/sluice/files/seccomp-sluice.json), with the
-#     chart's restrictions (non-root, read-only root, no capabilities, no new privileges), it
+#     chart's restrictions (non-root, read-only root, no capabilities, no new privileges) and
+#     a cpuset of the last CPU only (as the static CPU manager may give a pod), it
 #     serves a produce/consume round trip: records go in through the host's `sluice` CLI and
 #     come back through the image's own CLI (`podman exec`, no shell involved);
 #  2. SIGTERM stops it with exit code 0;
@@ -58,7 +59,10 @@ mkdir -p "$work/data"
 chown 65532:65532 "$work/data"   # the chart's fsGroup does this on Kubernetes
 kafka=$(free_port)
 admin=$(free_port)
-"${podman[@]}" "${run[@]}" -d --name "$name" \
+# Given only the last CPU, as the static CPU manager gives a Guaranteed pod CPUs that need
+# not include CPU 0: the shard must be pinned inside its cpuset.
+last_cpu=$(( $(nproc --all) - 1 ))
+"${podman[@]}" "${run[@]}" -d --name "$name" --cpuset-cpus "$last_cpu" \
     --security-opt seccomp=helm/sluice/files/seccomp-sluice.json \
     --security-opt no-new-privileges --cap-drop ALL --read-only --user 65532:65532 \
     -v "$work/data:/var/lib/sluice" \
@@ -70,7 +74,7 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 curl -sf "http://127.0.0.1:$admin/ready" >/dev/null || fail "not ready after 20 s under the chart's seccomp profile"
-echo "image: ready under the chart's seccomp profile"
+echo "image: ready under the chart's seccomp profile, pinned inside a cpuset of CPU $last_cpu"
 
 brokers="127.0.0.1:$kafka"
 printf 'k1:one\nk2:two\nk3:three\n' >"$work/records.txt"
