@@ -2,7 +2,7 @@
 # The whole test suite, as the README gives it: lint, the Rust tests (unit, property,
 # crash, the broker's rdkafka/bad-input/durability suites, and the differential harness
 # against Apache Kafka), then the real-client suites in Go, Python and Java against a
-# `sluice` each suite starts itself.
+# `sluice` each suite starts itself, then the Helm chart and the container image.
 # .ci/run calls this after installing what a fresh machine lacks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,10 @@ need cargo "install Rust (rustup)"
 need go "install Go (the Go suite drives kafka-go and franz-go)"
 need python3 "install Python 3 (the Python suite drives confluent-kafka and kafka-python)"
 need mvn "install Maven and a JDK 17+ (the Java suite drives kafka-clients and the Kafka tools)"
+need buildah "apt-get install -y buildah podman runc (the image is built FROM scratch with buildah)"
+need podman "apt-get install -y buildah podman runc (the image test runs it with podman)"
+need runc "apt-get install -y runc (podman runs containers with --runtime runc here; crun fails in this VM)"
+need curl "apt-get install -y curl (the image test polls the admin port)"
 python3 -c 'import pytest, confluent_kafka, kafka, prometheus_client' 2>/dev/null \
     || { echo "tests/run.sh: Python packages missing: pip install -r tests/python/requirements.txt" >&2; exit 1; }
 
@@ -41,3 +45,20 @@ unset SLUICE_BOOTSTRAP
 (cd tests/go && go test -count=1 ./...)
 python3 -m pytest tests/python -q
 mvn -B -f tests/java/pom.xml test
+
+# The Helm chart: lint and render every values file of the matrix, then decode what it
+# renders strictly into the k8s.io/api types and check it (tests/helm).
+helm_bin=$(bash tests/helm/install-helm.sh)
+for values in helm/sluice/ci/*.yaml; do
+    "$helm_bin" lint --strict helm/sluice -f "$values" --kube-version 1.33.0
+    "$helm_bin" template sluice helm/sluice -f "$values" --kube-version 1.33.0 >/dev/null
+done
+(cd tests/helm && HELM="$helm_bin" go test -count=1 -run 'TestChartMatrix|TestSeccompProfile|TestSchemaRejectsBadValues' ./...)
+# The image, built FROM scratch with buildah around the binary above, run with podman under
+# the chart's seccomp profile (a round trip) and podman's default one (the diagnostic).
+bash tests/image/run.sh
+# The rendered cluster runs: the StatefulSet helm renders, started here as the kubelet would
+# (mount namespaces, a private /etc/hosts; needs root), then the chart's helm test pod and
+# the rdkafka suite through the client Service. One replica until the broker takes seeds
+# naming other brokers; then SLUICE_HELM_RUN_VALUES=ci/3-replicas-values.yaml.
+(cd tests/helm && HELM="$helm_bin" SLUICE_RDKAFKA_SUITE=1 go test -count=1 -run TestRenderedClusterRuns ./...)

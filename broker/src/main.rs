@@ -14,6 +14,7 @@ mod groups;
 mod handlers;
 mod metadata;
 mod partition;
+mod preflight;
 mod shard;
 mod telemetry;
 mod topics;
@@ -169,6 +170,7 @@ fn block_shutdown_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, preflight::SHARD_EXITED);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -180,6 +182,12 @@ fn run(config: Arc<Config>) -> i32 {
     if cores > available {
         eprintln!("sluice: --cores {cores} is more than the {available} cores this machine has");
         return 2;
+    }
+    // Before any executor: a container that blocks io_uring gets a diagnostic naming the
+    // cause, not glommio's panic on a shard thread.
+    if let Err(e) = preflight::check() {
+        eprintln!("sluice: {e}");
+        return 1;
     }
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
         eprintln!(
@@ -211,16 +219,25 @@ fn run(config: Arc<Config>) -> i32 {
         .unzip();
     let mut controls = Vec::new();
     let mut threads = Vec::new();
+    // Pinned to the CPUs we are allowed, which in a container need not start at 0.
+    let cpus = preflight::allowed_cpus();
     for (id, jobs) in job_rxs.into_iter().enumerate() {
         let (ctl_tx, ctl_rx) = flume::unbounded::<Control>();
         controls.push(ctl_tx);
         let config = config.clone();
         let peers = job_txs.clone();
-        let spawned = LocalExecutorBuilder::new(Placement::Fixed(id))
+        // Signals the main thread however this shard's thread ends (see ShardExitGuard).
+        let exit_guard = preflight::ShardExitGuard(id);
+        let cpu = cpus.get(id).copied().unwrap_or(id);
+        let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .spawn(move || {
+                let exit_guard = exit_guard;
                 sluice_storage::set_open_files_max(open_files_max);
-                shard_main(id, config, peers, jobs, ctl_rx)
+                async move {
+                    let _exit_guard = exit_guard;
+                    shard_main(id, config, peers, jobs, ctl_rx).await
+                }
             });
         match spawned {
             Ok(t) => threads.push(t),
@@ -229,7 +246,8 @@ fn run(config: Arc<Config>) -> i32 {
                     "sluice: cannot start shard {id} (an io_uring executor): {e}\n\
                      io_uring must be allowed: containers need a seccomp profile that permits \
                      io_uring_setup/io_uring_enter/io_uring_register, and the memlock limit \
-                     (ulimit -l) must allow io_uring buffers (at least 16 MiB per core)."
+                     (ulimit -l) must be at least {} KiB.",
+                    preflight::MIN_MEMLOCK_BYTES / 1024
                 );
                 return 1;
             }
@@ -239,18 +257,29 @@ fn run(config: Arc<Config>) -> i32 {
 
     let mut sig: libc::c_int = 0;
     unsafe { libc::sigwait(&signals, &mut sig) };
+    let mut code = 0;
+    if sig == preflight::SHARD_EXITED {
+        let shard = preflight::first_shard_exited().unwrap_or(0);
+        error!(
+            shard,
+            "a shard stopped unexpectedly (see above); stopping the broker"
+        );
+        code = 1;
+        preflight::exit_after(Duration::from_millis(4 * SHUTDOWN_GRACE_MS));
+    }
     info!(signal = sig, "shutting down: draining in-flight requests");
     let (drained_tx, drained_rx) = flume::unbounded();
-    for c in &controls {
-        let _ = c.send(Control::Drain(drained_tx.clone()));
-    }
-    for _ in 0..controls.len() {
+    // A shard whose thread is gone has dropped its receiver: wait only for the others.
+    let asked = controls
+        .iter()
+        .filter(|c| c.send(Control::Drain(drained_tx.clone())).is_ok())
+        .count();
+    for _ in 0..asked {
         let _ = drained_rx.recv_timeout(Duration::from_millis(2 * SHUTDOWN_GRACE_MS));
     }
     for c in &controls {
         let _ = c.send(Control::Close);
     }
-    let mut code = 0;
     for t in threads {
         if t.join().is_err() {
             code = 1;

@@ -717,3 +717,72 @@ fn health_fails_on_a_leaderless_partition() {
         assert!(err.contains("LEADER_NOT_AVAILABLE"), "{err}");
     });
 }
+
+/// What the Helm chart's test pods need from a container without a shell: `topic create
+/// --if-not-exists` succeeds on a re-run, and `topic produce --input` reads a file.
+#[test]
+fn create_if_not_exists_and_produce_from_a_file() {
+    run_bounded(
+        "create_if_not_exists_and_produce_from_a_file",
+        TEST_LIMIT,
+        || {
+            let b = Broker::start();
+            let bs = b.bootstrap();
+            let t = unique_name("cli-file");
+            let create = ["topic", "create", &t, "-p", "1", "--if-not-exists"];
+            assert!(ok(bs, &create).contains("created topic"));
+            assert!(ok(bs, &create).contains("already exists"));
+            assert_eq!(json(bs, &create)["existed"], true);
+            // Without the flag a second create is still refused.
+            assert!(fails(bs, &["topic", "create", &t]).contains("TOPIC_ALREADY_EXISTS"));
+
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("records.txt");
+            std::fs::write(&file, "k1:one\nk2:two\n").unwrap();
+            let file = file.to_str().unwrap();
+            // stdin has other lines: the file wins.
+            let produced: Value = serde_json::from_str(&ok_in(
+                bs,
+                &[
+                    "--format",
+                    "json",
+                    "topic",
+                    "produce",
+                    &t,
+                    "--key-delim",
+                    ":",
+                    "--input",
+                    file,
+                ],
+                "not:this\n",
+            ))
+            .unwrap();
+            assert_eq!(produced["records"], 2);
+            let out = ok(
+                bs,
+                &[
+                    "--format", "json", "topic", "consume", &t, "-o", "start", "-n", "2",
+                ],
+            );
+            let got: Vec<(String, String)> = json_lines(&out)
+                .iter()
+                .map(|r| {
+                    (
+                        r["key"].as_str().unwrap().to_string(),
+                        r["value"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                [("k1".into(), "one".into()), ("k2".into(), "two".into())]
+            );
+            let missing = dir.path().join("missing.txt");
+            let err = fails(
+                bs,
+                &["topic", "produce", &t, "--input", missing.to_str().unwrap()],
+            );
+            assert!(err.contains("missing.txt"), "{err}");
+        },
+    );
+}

@@ -78,6 +78,10 @@ pub enum TopicCommand {
         /// A topic config, key=value; repeat for more.
         #[arg(short = 'c', long = "config", value_parser = parse_key_value, value_name = "KEY=VALUE")]
         configs: Vec<(String, String)>,
+        /// Succeed without changing anything if the topic already exists (as
+        /// kafka-topics.sh --if-not-exists), so a job can be re-run.
+        #[arg(long)]
+        if_not_exists: bool,
     },
     /// List topics (internal ones, like __consumer_offsets, are left out).
     List,
@@ -105,7 +109,7 @@ pub enum TopicCommand {
         #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
         num: i32,
     },
-    /// Produce one record per line of stdin (acks=all).
+    /// Produce one record per line of stdin, or of --input (acks=all).
     ///
     /// Without -p, keyed records go to murmur2(key) % partitions, as Kafka's Java producer
     /// places them, and keyless ones to one partition per request, in turn.
@@ -120,6 +124,10 @@ pub enum TopicCommand {
         /// Split each line at the first D into key and value.
         #[arg(long, value_name = "D")]
         key_delim: Option<String>,
+        /// Read the lines from this file instead of stdin (for containers without a shell,
+        /// such as the Helm chart's test pods).
+        #[arg(long, value_name = "FILE")]
+        input: Option<std::path::PathBuf>,
     },
     /// Print records; follows new ones until interrupted unless -n is given.
     ///
@@ -152,7 +160,16 @@ pub fn run(client: &mut Client, format: Format, cmd: TopicCommand) -> Result<()>
             partitions,
             replicas,
             configs,
-        } => create(client, format, &name, partitions, replicas, configs),
+            if_not_exists,
+        } => create(
+            client,
+            format,
+            &name,
+            partitions,
+            replicas,
+            configs,
+            if_not_exists,
+        ),
         TopicCommand::List => list(client, format),
         TopicCommand::Describe { name } => describe(client, format, &name),
         TopicCommand::Delete { names } => delete(client, format, &names),
@@ -165,7 +182,8 @@ pub fn run(client: &mut Client, format: Format, cmd: TopicCommand) -> Result<()>
             partition,
             key,
             key_delim,
-        } => produce(client, format, &name, partition, key, key_delim),
+            input,
+        } => produce(client, format, &name, partition, key, key_delim, input),
         TopicCommand::Consume {
             name,
             partition,
@@ -183,6 +201,7 @@ fn create(
     partitions: i32,
     replicas: i16,
     configs: Vec<(String, String)>,
+    if_not_exists: bool,
 ) -> Result<()> {
     let conn = client.any()?;
     let v = conn.version::<CreateTopicsRequest>()?;
@@ -206,6 +225,12 @@ fn create(
         addr: conn.addr.clone(),
         detail: "CreateTopics answered no topic".into(),
     })?;
+    if if_not_exists && r.error_code == ResponseError::TopicAlreadyExists.code() {
+        return match format {
+            Format::Text => output::print(&format!("topic {topic} already exists\n")),
+            Format::Json => output::json(&json!({ "name": topic, "existed": true })),
+        };
+    }
     check(
         r.error_code,
         || format!("create topic {topic}"),
@@ -595,6 +620,7 @@ fn produce(
     partition: Option<i32>,
     key: Option<String>,
     key_delim: Option<String>,
+    input_file: Option<std::path::PathBuf>,
 ) -> Result<()> {
     let mut meta = client.topic_led(topic, partition)?;
     let partitions = meta.partitions.len() as i32;
@@ -602,9 +628,20 @@ fn produce(
         return Err(CliError::Usage("--key-delim must not be empty".into()));
     }
     // Typed lines go out one by one; piped input is batched.
-    let interactive = std::io::stdin().is_terminal();
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
+    let interactive = input_file.is_none() && std::io::stdin().is_terminal();
+    let source = match &input_file {
+        Some(p) => p.display().to_string(),
+        None => "stdin".to_string(),
+    };
+    let mut input: Box<dyn BufRead> = match &input_file {
+        Some(p) => Box::new(std::io::BufReader::new(std::fs::File::open(p).map_err(
+            |source| CliError::Local {
+                what: format!("opening {}", p.display()),
+                source,
+            },
+        )?)),
+        None => Box::new(std::io::stdin().lock()),
+    };
     let mut pending = Pending::default();
     let mut produced: BTreeMap<i32, Produced> = BTreeMap::new();
     let mut next_keyless = 0i32;
@@ -618,7 +655,7 @@ fn produce(
         let n = input
             .read_until(b'\n', &mut line)
             .map_err(|source| CliError::Local {
-                what: "reading stdin".into(),
+                what: format!("reading {source}"),
                 source,
             })?;
         if n > 0 {
@@ -635,7 +672,7 @@ fn produce(
                     let d = d.as_bytes();
                     let at = line.windows(d.len()).position(|w| w == d).ok_or_else(|| {
                         CliError::Usage(format!(
-                            "stdin line {line_no} has no key delimiter {:?}",
+                            "{source} line {line_no} has no key delimiter {:?}",
                             key_delim.as_deref().unwrap_or_default()
                         ))
                     })?;
