@@ -81,9 +81,27 @@ struct Cache {
     opened: Cell<u64>,
 }
 
+/// Share of the soft descriptor limit the cache takes unless told otherwise (the embedder
+/// sets the capacity itself with `set_open_files_max`; tests and tools get this).
+const DEFAULT_SHARE_OF_NOFILE: u64 = 4;
+
+/// `OPEN_FILES_MAX_DEFAULT`, or less when the process's descriptor limit is low.
+fn default_capacity() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return OPEN_FILES_MAX_DEFAULT;
+    }
+    let share = (lim.rlim_cur / DEFAULT_SHARE_OF_NOFILE).min(OPEN_FILES_MAX_DEFAULT as u64);
+    (share as usize).max(OPEN_FILES_MIN)
+}
+
 thread_local! {
     static CACHE: Cache = Cache {
-        capacity: Cell::new(OPEN_FILES_MAX_DEFAULT),
+        capacity: Cell::new(default_capacity()),
         next_id: Cell::new(0),
         tick: Cell::new(0),
         alive: Cell::new(0),
@@ -101,6 +119,13 @@ pub fn set_open_files_max(n: usize) {
         c.capacity.set(n.max(OPEN_FILES_MIN));
         c.evict_idle_until(c.capacity.get());
     });
+}
+
+/// Drops every cached file no I/O holds. glommio closes a dropped file on its reactor's next
+/// I/O cycle, so a thread whose executor is about to end calls this and lets the executor
+/// run once more; files still cached at thread exit would otherwise never be closed.
+pub fn close_idle_files() {
+    CACHE.with(|c| c.evict_idle_until(0));
 }
 
 /// What this thread's cache holds: (segment files open now, opens since the thread started).
@@ -207,8 +232,19 @@ pub(crate) fn forget(id: FileId) {
     let _ = CACHE.try_with(|c| c.forget(id));
 }
 
-fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+/// Whether an open failed for want of a descriptor. glommio wraps the OS error with the
+/// operation and path, and its conversion to `std::io::Error` keeps only the text, so the
+/// code is read before converting.
+fn out_of_descriptors<T>(e: &glommio::GlommioError<T>) -> bool {
+    let source = match e {
+        glommio::GlommioError::IoError(s) => s,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        _ => return false,
+    };
+    matches!(
+        source.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
 }
 
 /// The open file of segment `id` at `path`, opened (or created) on a miss. At most
@@ -238,17 +274,12 @@ pub(crate) async fn get(id: FileId, path: &Path, create: bool) -> Result<FileLea
     }
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(create);
-    let opened = match options.dma_open(path).await {
-        Err(e) => {
-            let e: std::io::Error = e.into();
-            if out_of_descriptors(&e) {
-                CACHE.with(|c| c.evict_idle_until(c.alive.get() / 2));
-                options.dma_open(path).await.map_err(Into::into)
-            } else {
-                Err(e)
-            }
+    let opened: Result<DmaFile, std::io::Error> = match options.dma_open(path).await {
+        Err(e) if out_of_descriptors(&e) => {
+            CACHE.with(|c| c.evict_idle_until(c.alive.get() / 2));
+            options.dma_open(path).await.map_err(Into::into)
         }
-        ok => ok.map_err(Into::into),
+        other => other.map_err(Into::into),
     };
     let file = match opened {
         Ok(f) => Rc::new(OpenFile(f)),

@@ -30,7 +30,9 @@ pub use checkpoint::{Checkpoint, HardState, MAX_CHECKPOINT_BYTES};
 pub use config::*;
 pub use direct_io::check_direct_io;
 pub use error::StorageError;
-pub use files::{open_files_stats, set_open_files_max, OPEN_FILES_MAX_DEFAULT, OPEN_FILES_MIN};
+pub use files::{
+    close_idle_files, open_files_stats, set_open_files_max, OPEN_FILES_MAX_DEFAULT, OPEN_FILES_MIN,
+};
 pub use log::{
     sync_file_system, Appended, CompactionOptions, CompactionStats, Decompress, Entry, LogEnd,
     LogStart, PartitionLog,

@@ -16,7 +16,13 @@ where
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     LocalExecutorBuilder::default()
-        .spawn(move || f(path))
+        .spawn(move || async move {
+            f(path).await;
+            // Close what the file cache holds while the reactor still runs (each test
+            // thread is short-lived; crash tests run dozens in one process).
+            sluice_storage::close_idle_files();
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        })
         .expect("spawn executor")
         .join()
         .expect("executor panicked");
