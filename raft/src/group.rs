@@ -145,6 +145,19 @@ impl Group {
         ready
     }
 
+    /// Waits (at most `timeout`) until this replica has applied every entry it knows to be
+    /// committed (after a restart: up to the commit point it saved, if its store saves one).
+    pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.last_applied >= m.local_committed,
+                "applied what is committed",
+            )
+            .await
+            .is_ok()
+    }
+
     /// Starts an election now if this replica is its group's only voter (a one-node
     /// cluster need not wait out an election timeout after a restart).
     pub async fn elect_if_alone(&self) {

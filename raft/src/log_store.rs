@@ -38,6 +38,10 @@ struct Durable {
     vote: Option<Vote>,
     /// Entries up to here are gone or may be; reads never go below it.
     purged: Option<LogId>,
+    /// Kept only by stores opened `with_saved_committed`: a restart applies up to it
+    /// without waiting for a quorum.
+    #[serde(default)]
+    committed: Option<LogId>,
 }
 
 /// State the store and its readers share (one executor thread, no lock).
@@ -72,6 +76,7 @@ pub struct LogStore {
     shared: Rc<Shared>,
     hard_state: HardState,
     flusher: flume::Sender<IOFlushed<PartitionRaft>>,
+    save_committed: bool,
 }
 
 /// Reads entries and the vote; cheap to clone, one per replication stream.
@@ -100,7 +105,16 @@ impl LogStore {
             shared,
             hard_state,
             flusher,
+            save_committed: false,
         })
+    }
+
+    /// Records the commit point (one small synced write per change), so a restarted
+    /// replica applies what was committed before any quorum answers. For groups whose
+    /// state must exist before the cluster does (the controller); partitions skip it.
+    pub fn with_saved_committed(mut self) -> Self {
+        self.save_committed = true;
+        self
     }
 
     async fn save(&mut self, next: Durable) -> io::Result<()> {
@@ -236,6 +250,24 @@ impl RaftLogStorage<PartitionRaft> for LogStore {
             ..self.shared.durable.borrow().clone()
         };
         self.save(next).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        if !self.save_committed || committed <= self.shared.durable.borrow().committed {
+            return Ok(());
+        }
+        let next = Durable {
+            committed,
+            ..self.shared.durable.borrow().clone()
+        };
+        self.save(next).await
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        let d = self.shared.durable.borrow();
+        // Never past the log that recovered (the entries are what is applied).
+        Ok(d.committed
+            .filter(|c| Some(*c) <= self.shared.last_log_id()))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<PartitionRaft>) -> io::Result<()>

@@ -33,6 +33,9 @@ pub enum RaftRequest {
         data: PartitionSnapshot,
     },
     TransferLeader(TransferLeaderRequest<PartitionRaft>),
+    /// A message between the brokers themselves, not for any group's Raft: the router's
+    /// embedder answers it (controller requests, leadership notices). Opaque here.
+    Broker(Vec<u8>),
 }
 
 /// The replica's answer; `Failed` when its Raft could not handle the message (it is
@@ -43,6 +46,8 @@ pub enum RaftResponse {
     Vote(VoteResponse<PartitionRaft>),
     Snapshot(SnapshotResponse<PartitionRaft>),
     TransferLeader(TransferLeaderResponse<PartitionRaft>),
+    /// The embedder's answer to a `RaftRequest::Broker`.
+    Broker(Vec<u8>),
     Failed(String),
 }
 
@@ -88,6 +93,7 @@ pub async fn serve(raft: &PartitionRaftNode, request: RaftRequest) -> RaftRespon
             Ok(t) => RaftResponse::TransferLeader(t),
             Err(e) => failed(&e),
         },
+        RaftRequest::Broker(_) => failed(&"a broker message is not for a Raft group"),
     }
 }
 

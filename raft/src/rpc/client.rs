@@ -57,6 +57,24 @@ impl Peers {
         }
     }
 
+    /// The node id of the broker whose RPC listener is at `addr` (its hello says it): how
+    /// brokers learn each other's ids from the seed list, in no assumed order.
+    pub async fn discover(&self, addr: SocketAddr) -> std::io::Result<u64> {
+        match GlommioRuntime::timeout(RPC_CONNECT_TIMEOUT, connect(self.local, addr)).await {
+            Ok(r) => r.map(|(_, id)| id),
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Brokers whose RPC address is known.
+    pub fn known(&self) -> Vec<(u64, SocketAddr)> {
+        self.addresses
+            .borrow()
+            .iter()
+            .map(|(n, a)| (*n, *a))
+            .collect()
+    }
+
     pub fn frames_sent(&self) -> u64 {
         self.frames_sent.get()
     }
@@ -139,7 +157,7 @@ async fn run_link(
             return;
         };
         match GlommioRuntime::timeout(RPC_CONNECT_TIMEOUT, connect(local, addr)).await {
-            Ok(Ok(stream)) => {
+            Ok(Ok((stream, _))) => {
                 if let Err(e) = exchange(stream, first, &pending, &frames_sent).await {
                     debug!(peer = to, %addr, error = %e, "RPC connection ended");
                 }
@@ -163,12 +181,13 @@ fn fail_queued(pending: &flume::Receiver<Outgoing>) {
     pending.drain().for_each(drop);
 }
 
-async fn connect(local: u64, addr: SocketAddr) -> std::io::Result<TcpStream> {
+/// Connects and exchanges hellos; returns the stream and the node id that answered.
+async fn connect(local: u64, addr: SocketAddr) -> std::io::Result<(TcpStream, u64)> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     write_frame(&mut stream, &Frame::Hello { node_id: local }).await?;
     match read_frame(&mut stream).await? {
-        Frame::Hello { .. } => Ok(stream),
+        Frame::Hello { node_id } => Ok((stream, node_id)),
         other => Err(std::io::Error::other(format!(
             "expected hello, got {other:?}"
         ))),
