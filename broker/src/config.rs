@@ -70,6 +70,15 @@ pub struct Config {
     pub auto_create_topics_enable: bool,
     #[serde(rename = "num.partitions")]
     pub num_partitions: i32,
+    /// Replicas of a topic created without a replication factor (auto-created ones too).
+    #[serde(rename = "default.replication.factor")]
+    pub default_replication_factor: i16,
+    /// Replicas of `__consumer_offsets`, at most the brokers registered when it is created.
+    #[serde(rename = "offsets.topic.replication.factor")]
+    pub offsets_topic_replication_factor: i16,
+    /// This broker's rack: placement spreads a partition's replicas over racks.
+    #[serde(rename = "broker.rack")]
+    pub broker_rack: Option<String>,
     #[serde(rename = "message.max.bytes")]
     pub message_max_bytes: usize,
     #[serde(rename = "socket.request.max.bytes")]
@@ -151,6 +160,9 @@ impl Default for Config {
             cores: None,
             auto_create_topics_enable: true,
             num_partitions: 1,
+            default_replication_factor: 1,
+            offsets_topic_replication_factor: 3,
+            broker_rack: None,
             message_max_bytes: log.max_batch_bytes,
             socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             queued_max_request_bytes: QUEUED_MAX_REQUEST_BYTES_DEFAULT,
@@ -209,6 +221,13 @@ impl Config {
         if self.num_partitions < 1 || self.num_partitions > MAX_PARTITIONS_PER_TOPIC {
             return Err(ConfigError::Invalid("num.partitions out of range".into()));
         }
+        if self.default_replication_factor < 1 || self.offsets_topic_replication_factor < 1 {
+            return Err(ConfigError::Invalid(
+                "default.replication.factor and offsets.topic.replication.factor must be at \
+                 least 1"
+                    .into(),
+            ));
+        }
         if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&self.offsets_topic_num_partitions) {
             return Err(ConfigError::Invalid(
                 "offsets.topic.num.partitions out of range".into(),
@@ -230,9 +249,8 @@ impl Config {
         self.validate_seeds()
     }
 
-    /// The seeds must name this broker's RPC address; a list naming other brokers asks for
-    /// a multi-broker cluster, which this build cannot form yet (every Raft group has this
-    /// broker as its only voter), so it is refused rather than silently run as one node.
+    /// The seeds are the initial voters' RPC addresses and must include this broker's own,
+    /// so every initial broker has the same list.
     fn validate_seeds(&self) -> Result<(), ConfigError> {
         if self.seeds.is_empty() {
             return Ok(());
@@ -252,18 +270,11 @@ impl Config {
                 )));
             }
         }
-        let others: Vec<&String> = self.seeds.iter().filter(|s| **s != own).collect();
-        if others.len() == self.seeds.len() {
+        if !self.seeds.contains(&own) {
             return Err(ConfigError::Invalid(format!(
                 "the seeds {:?} do not include this broker's RPC address {own} \
                  (advertised.rpc.listener, or rpc.listen)",
                 self.seeds
-            )));
-        }
-        if !others.is_empty() {
-            return Err(ConfigError::Invalid(format!(
-                "seeds {others:?} name other brokers: multi-broker clusters are not supported \
-                 by this build yet; run each broker with only its own RPC address as seed"
             )));
         }
         Ok(())

@@ -10,6 +10,7 @@ mod cleaner;
 mod cli;
 mod config;
 mod conn;
+mod controller;
 mod groups;
 mod handlers;
 mod metadata;
@@ -109,7 +110,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .init();
     let config = match load_config(args) {
@@ -429,52 +430,64 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
         );
         return false;
     }
-    let store = match metadata::MetadataStore::open(&config.data_dir).await {
+    // Peers reach the controller group through the RPC listener, so it listens first.
+    if let Some(addr) = config.rpc_listen {
+        match shard.start_rpc(addr) {
+            Ok(bound) => info!(%bound, "inter-broker RPC listening"),
+            Err(e) => {
+                error!(%addr, error = %e, "cannot listen on the RPC address");
+                return false;
+            }
+        }
+    }
+    let seeds = match controller::discover_seeds(shard).await {
         Ok(s) => s,
         Err(e) => {
-            error!(error = %e, "cannot open the cluster metadata log");
+            error!("{e}");
             return false;
         }
     };
-    let image = store.image();
-    shard.set_meta_store(store);
-    shard.broadcast_image(image).await;
-    // The consumer-group coordinator's internal topic, created on first start.
-    let partitions = config.offsets_topic_num_partitions;
-    let segment_bytes = config.offsets_topic_segment_bytes;
-    let created = shard
-        .update_metadata(move |img| {
-            if img.topic(groups::OFFSETS_TOPIC).is_some() {
-                return Ok(Vec::new());
-            }
-            let configs = [
-                ("cleanup.policy".to_string(), "compact".to_string()),
-                ("segment.bytes".to_string(), segment_bytes.to_string()),
-            ]
-            .into();
-            // The broker's own topic is not held to the user-facing partition limit.
-            let mut budget = topics::PartitionBudget::unlimited();
-            topics::plan_create(
-                img,
-                &mut budget,
-                groups::OFFSETS_TOPIC,
-                partitions,
-                1,
-                configs,
-            )
-            .map(|r| vec![r])
-        })
-        .await;
-    if let Err(e) = created {
-        error!(error = ?e, "cannot create the consumer offsets topic");
+    shard.set_addresses(seeds.clone()).await;
+    let mut voters: Vec<u64> = seeds.iter().map(|(n, _)| *n).collect();
+    voters.push(config.node_id as u64);
+    voters.sort_unstable();
+    let legacy = match metadata::read_legacy(&config.data_dir, config.node_id).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "cannot read the metadata log of an earlier build");
+            return false;
+        }
+    };
+    if legacy.is_some() && voters.len() > 1 {
+        error!(
+            "{} holds a one-node broker's metadata from an earlier build; start it alone \
+             once (no other seeds) to migrate it, or use an empty data dir to join a cluster",
+            config.data_dir.display()
+        );
+        return false;
+    }
+    let c = match controller::Controller::open(shard, voters.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "cannot open the controller log");
+            return false;
+        }
+    };
+    shard.set_controller(c.clone());
+    if !c.catch_up(STARTUP_WAIT).await {
+        warn!("the controller log was not replayed in time; going on with what is applied");
+    }
+    if let Some(records) = legacy {
+        if !migrate_legacy(shard, records).await {
+            return false;
+        }
+    }
+    if !form_cluster(shard, &voters).await {
         return false;
     }
     for target in 0..shard.count {
         shard
-            .run_on(target, |s| async move {
-                s.load_groups().await;
-                s.start_group_sweeper();
-            })
+            .run_on(target, |s| async move { s.start_group_sweeper() })
             .await;
     }
     for target in 0..shard.count {
@@ -485,15 +498,6 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
             return false;
         }
     }
-    if let Some(addr) = config.rpc_listen {
-        match shard.start_rpc(addr) {
-            Ok(bound) => info!(%bound, "inter-broker RPC listening"),
-            Err(e) => {
-                error!(%addr, error = %e, "cannot listen on the RPC address");
-                return false;
-            }
-        }
-    }
     if let Some(addr) = config.admin_listen {
         if let Err(e) = admin_http::start(shard.clone(), addr) {
             error!(%addr, error = %e, "cannot listen on the admin address");
@@ -501,6 +505,128 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
         }
     }
     info!(listen = %config.listen, shards = shard.count, data_dir = %config.data_dir.display(), "sluice is ready");
+    true
+}
+
+/// Log filter without `RUST_LOG`: openraft reports every heartbeat and vote at info.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+/// How long start-up waits for the controller's log to be replayed.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+/// Pause between start-up steps that wait for the cluster (a quorum, the other seeds).
+const FORMING_RETRY: Duration = Duration::from_millis(200);
+
+/// Commits a one-node metadata log of an earlier build as the controller's first change,
+/// then sets the old log aside.
+async fn migrate_legacy(shard: &Rc<Shard>, records: Vec<metadata::MetaRecord>) -> bool {
+    let n = records.len();
+    let migrated = shard
+        .update_metadata(move |img| {
+            if img.version > 0 {
+                return Ok::<_, ()>(Vec::new());
+            }
+            Ok(records.clone())
+        })
+        .await;
+    if let Err(e) = migrated {
+        error!(error = ?e, "cannot migrate the metadata log of an earlier build");
+        return false;
+    }
+    let dir = shard.config.data_dir.join(metadata::LEGACY_METADATA_DIR);
+    let aside = dir.with_extension("migrated");
+    if let Err(e) = std::fs::rename(&dir, &aside) {
+        error!(error = %e, "cannot set the migrated metadata log aside");
+        return false;
+    }
+    info!(
+        records = n,
+        "metadata log of an earlier build migrated to the controller"
+    );
+    true
+}
+
+/// Makes sure the cluster has an id, this broker is registered with its current addresses,
+/// and, once every seed has registered, that the consumer-offsets topic exists. Waits for a
+/// controller quorum when one of these needs a change.
+async fn form_cluster(shard: &Rc<Shard>, voters: &[u64]) -> bool {
+    let config = shard.config.clone();
+    let (host, port) = config.advertised();
+    let me = metadata::BrokerInfo {
+        id: config.node_id,
+        host,
+        port,
+        rpc: config.advertised_rpc().unwrap_or_default(),
+        rack: config.broker_rack.clone(),
+    };
+    let voters: Vec<i32> = voters.iter().map(|&v| v as i32).collect();
+    let mut waits = 0u64;
+    loop {
+        if shard.shutting_down.get() {
+            return false;
+        }
+        let me = me.clone();
+        let joined = shard
+            .update_metadata(move |img| {
+                let mut records = Vec::new();
+                if img.cluster_id.is_empty() {
+                    // Kafka cluster ids are 22-character url-safe base64 of a UUID; any
+                    // string works.
+                    let id = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
+                    records.push(metadata::MetaRecord::ClusterId(id));
+                }
+                if img.brokers.get(&me.id) != Some(&me) {
+                    records.push(metadata::MetaRecord::BrokerRegistered(me.clone()));
+                }
+                Ok::<_, ()>(records)
+            })
+            .await;
+        match joined {
+            Ok(img) if voters.iter().all(|v| img.brokers.contains_key(v)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                if waits.is_multiple_of(25) {
+                    info!(error = ?e, "waiting for a controller quorum");
+                }
+            }
+        }
+        waits += 1;
+        glommio::timer::sleep(FORMING_RETRY).await;
+    }
+    // The consumer-group coordinator's internal topic, created once every initial broker
+    // can hold a replica.
+    let partitions = config.offsets_topic_num_partitions;
+    let segment_bytes = config.offsets_topic_segment_bytes;
+    let rf = config.offsets_topic_replication_factor;
+    let created = shard
+        .update_metadata(move |img| {
+            if img.topic(groups::OFFSETS_TOPIC).is_some() {
+                return Ok(Vec::new());
+            }
+            let configs = [
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("segment.bytes".to_string(), segment_bytes.to_string()),
+            ]
+            .into();
+            // The broker's own topic is not held to the user-facing partition limit, and
+            // takes as many replicas as there are brokers, up to its factor.
+            let mut budget = topics::PartitionBudget::unlimited();
+            let rf = rf.min(img.brokers.len().max(1) as i16);
+            topics::plan_create(
+                img,
+                &mut budget,
+                groups::OFFSETS_TOPIC,
+                topics::Layout::Spread {
+                    partitions,
+                    replication_factor: rf,
+                },
+                configs,
+            )
+            .map(|r| vec![r])
+        })
+        .await;
+    if let Err(e) = created {
+        error!(error = ?e, "cannot create the consumer offsets topic");
+        return false;
+    }
     true
 }
 

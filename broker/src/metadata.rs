@@ -1,36 +1,54 @@
-//! Cluster metadata: topics with ids, partition counts and configs, the cluster id and the
-//! producer-id counter.
+//! Cluster metadata: brokers, topics with ids, replica assignments and configs, the
+//! cluster id and the producer-id counter.
 //!
-//! Shard 0 owns the `MetadataStore`, an append-only log of `MetaRecord`s kept in a storage
-//! `PartitionLog` (as opaque internal entries) under `<data>/__cluster_metadata`, so Raft
-//! group 0 can later replicate exactly this log. Every change is durable before it is
-//! applied; the resulting immutable `MetadataImage` is then handed to every shard.
+//! `MetaRecord`s are the controller's log (Raft group 0, `controller.rs`): each change is
+//! one record batch whose records' values are JSON records, committed by a majority of the
+//! controller's voters and applied, in log order, on every broker to its
+//! `MetadataImage`. The immutable image is then handed to every shard.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use sluice_storage::{LogConfig, PartitionLog, RaftIndex, StorageError, Term};
+use sluice_protocol::kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use sluice_storage::{LogConfig, PartitionLog, RaftIndex, StorageError};
 use uuid::Uuid;
 
-/// Directory of the metadata log inside the data dir.
-pub const METADATA_DIR: &str = "__cluster_metadata";
+/// Directory of the metadata log of builds before the controller group, migrated once.
+pub const LEGACY_METADATA_DIR: &str = "__cluster_metadata";
 /// Producer ids are handed out from the persisted counter in blocks of this many, so a
 /// restart never reuses one without a write per InitProducerId.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
-const METADATA_TERM: Term = Term(1);
 /// Largest metadata log read at once during replay.
 const REPLAY_CHUNK_BYTES: usize = 4 << 20;
+
+/// A broker as it registered with the controller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub id: i32,
+    /// Its advertised Kafka listener.
+    pub host: String,
+    pub port: i32,
+    /// Its advertised RPC listener, `HOST:PORT`.
+    pub rpc: String,
+    pub rack: Option<String>,
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum MetaRecord {
     ClusterId(String),
+    /// A broker joined, or its addresses changed.
+    BrokerRegistered(BrokerInfo),
     TopicCreated {
         name: String,
         id: Uuid,
         partitions: i32,
         configs: BTreeMap<String, String>,
+        /// Each partition's replicas, the preferred leader first.
+        assignments: Vec<Vec<i32>>,
     },
     TopicDeleted {
         id: Uuid,
@@ -38,6 +56,8 @@ pub enum MetaRecord {
     PartitionsCreated {
         id: Uuid,
         count: i32,
+        /// Replicas of the partitions added.
+        assignments: Vec<Vec<i32>>,
     },
     /// The full set of overrides after the change.
     ConfigsSet {
@@ -57,12 +77,31 @@ pub struct Topic {
     pub partitions: i32,
     /// Overrides only; defaults come from the broker config.
     pub configs: BTreeMap<String, String>,
+    /// Replicas of each partition, the preferred leader first.
+    pub assignments: Vec<Vec<i32>>,
+}
+
+impl Topic {
+    pub fn replicas(&self, partition: i32) -> &[i32] {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.assignments.get(p))
+            .map_or(&[], |r| r.as_slice())
+    }
+
+    pub fn replication_factor(&self) -> i16 {
+        self.assignments.first().map_or(0, |r| r.len() as i16)
+    }
 }
 
 /// An immutable view of the metadata, shared by every shard.
 #[derive(Clone, Debug, Default)]
 pub struct MetadataImage {
+    /// The controller log's offset after the last record applied: the image's version,
+    /// against which a change is planned and checked.
+    pub version: u64,
     pub cluster_id: String,
+    pub brokers: BTreeMap<i32, BrokerInfo>,
     pub topics: BTreeMap<String, Topic>,
     pub by_id: HashMap<Uuid, String>,
     pub producer_ids_reserved: i64,
@@ -77,14 +116,18 @@ impl MetadataImage {
         self.by_id.get(id).and_then(|n| self.topics.get(n))
     }
 
-    fn apply(&mut self, r: &MetaRecord) {
+    pub fn apply(&mut self, r: &MetaRecord) {
         match r {
             MetaRecord::ClusterId(id) => self.cluster_id = id.clone(),
+            MetaRecord::BrokerRegistered(b) => {
+                self.brokers.insert(b.id, b.clone());
+            }
             MetaRecord::TopicCreated {
                 name,
                 id,
                 partitions,
                 configs,
+                assignments,
             } => {
                 self.by_id.insert(*id, name.clone());
                 self.topics.insert(
@@ -94,6 +137,7 @@ impl MetadataImage {
                         id: *id,
                         partitions: *partitions,
                         configs: configs.clone(),
+                        assignments: assignments.clone(),
                     },
                 );
             }
@@ -102,9 +146,14 @@ impl MetadataImage {
                     self.topics.remove(&name);
                 }
             }
-            MetaRecord::PartitionsCreated { id, count } => {
+            MetaRecord::PartitionsCreated {
+                id,
+                count,
+                assignments,
+            } => {
                 if let Some(t) = self.by_id.get(id).and_then(|n| self.topics.get_mut(n)) {
                     t.partitions = *count;
+                    t.assignments.extend(assignments.iter().cloned());
                 }
             }
             MetaRecord::ConfigsSet { id, configs } => {
@@ -117,6 +166,62 @@ impl MetadataImage {
     }
 }
 
+/// One change as the controller stores it: a record batch of JSON records.
+pub fn encode_change(records: &[MetaRecord]) -> Bytes {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: ts,
+            key: None,
+            value: Some(Bytes::from(
+                serde_json::to_vec(r).expect("metadata records serialize"),
+            )),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("metadata records encode");
+    buf.freeze()
+}
+
+/// The records of one stored change. A record that does not decode is an error: an image
+/// built without it would silently differ between brokers.
+pub fn decode_change(batch: &[u8]) -> Result<Vec<MetaRecord>, String> {
+    let mut buf = Bytes::copy_from_slice(batch);
+    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
+    set.records
+        .iter()
+        .map(|r| {
+            let v = r
+                .value
+                .as_ref()
+                .ok_or("a metadata record without a value")?;
+            serde_json::from_slice(v).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata log: {0}")]
@@ -125,86 +230,114 @@ pub enum MetaError {
     Decode(RaftIndex, serde_json::Error),
 }
 
-/// The metadata log and the image it produces. Lives on shard 0 only.
-pub struct MetadataStore {
-    log: PartitionLog,
-    image: Arc<MetadataImage>,
-    next_producer_id: i64,
+/// Records of the one-node metadata log older builds kept (opaque JSON entries in
+/// `<data>/__cluster_metadata`), with every partition assigned to `node`, their only
+/// broker; `None` when there is no such log.
+pub async fn read_legacy(data_dir: &Path, node: i32) -> Result<Option<Vec<MetaRecord>>, MetaError> {
+    let dir = data_dir.join(LEGACY_METADATA_DIR);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let log = PartitionLog::open(
+        &dir,
+        LogConfig {
+            retention_ms: None,
+            ..LogConfig::default()
+        },
+    )
+    .await?;
+    let end = log.end().next_raft_index;
+    let mut next = log.start().raft_index;
+    let mut records = Vec::new();
+    while next < end {
+        let entries = log.entries(next, end, REPLAY_CHUNK_BYTES).await?;
+        for e in &entries {
+            let r: LegacyRecord = serde_json::from_slice(&e.payload)
+                .map_err(|err| MetaError::Decode(e.raft_index, err))?;
+            records.push(r.upgrade(node));
+        }
+        next = entries
+            .last()
+            .map_or(end, |e| RaftIndex(e.raft_index.0 + 1));
+    }
+    log.close().await?;
+    complete_legacy(&mut records, node);
+    Ok(Some(records))
 }
 
-impl MetadataStore {
-    /// Opens the log and replays it. A fresh log gets a cluster id.
-    pub async fn open(data_dir: &Path) -> Result<Self, MetaError> {
-        let log = PartitionLog::open(
-            &data_dir.join(METADATA_DIR),
-            LogConfig {
-                retention_ms: None,
-                ..LogConfig::default()
+/// `MetaRecord` as builds before replication wrote it: no assignments, no brokers.
+#[derive(Deserialize)]
+enum LegacyRecord {
+    ClusterId(String),
+    TopicCreated {
+        name: String,
+        id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    },
+    TopicDeleted {
+        id: Uuid,
+    },
+    PartitionsCreated {
+        id: Uuid,
+        count: i32,
+    },
+    ConfigsSet {
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    ProducerIds {
+        next: i64,
+    },
+}
+
+impl LegacyRecord {
+    fn upgrade(self, node: i32) -> MetaRecord {
+        match self {
+            LegacyRecord::ClusterId(c) => MetaRecord::ClusterId(c),
+            LegacyRecord::TopicCreated {
+                name,
+                id,
+                partitions,
+                configs,
+            } => MetaRecord::TopicCreated {
+                name,
+                id,
+                partitions,
+                configs,
+                assignments: vec![vec![node]; partitions.max(0) as usize],
             },
-        )
-        .await?;
-        let mut image = MetadataImage::default();
-        let end = log.end().next_raft_index;
-        let mut next = log.start().raft_index;
-        while next < end {
-            let entries = log.entries(next, end, REPLAY_CHUNK_BYTES).await?;
-            for e in &entries {
-                let r: MetaRecord = serde_json::from_slice(&e.payload)
-                    .map_err(|err| MetaError::Decode(e.raft_index, err))?;
-                image.apply(&r);
+            LegacyRecord::TopicDeleted { id } => MetaRecord::TopicDeleted { id },
+            // The count is absolute; the partitions added are assigned when applied below.
+            LegacyRecord::PartitionsCreated { id, count } => MetaRecord::PartitionsCreated {
+                id,
+                count,
+                assignments: Vec::new(),
+            },
+            LegacyRecord::ConfigsSet { id, configs } => MetaRecord::ConfigsSet { id, configs },
+            LegacyRecord::ProducerIds { next } => MetaRecord::ProducerIds { next },
+        }
+    }
+}
+
+/// Fills in the assignments of partitions that legacy `PartitionsCreated` records added,
+/// replaying them in order: each added partition is on `node`.
+fn complete_legacy(records: &mut [MetaRecord], node: i32) {
+    let mut counts: HashMap<Uuid, i32> = HashMap::new();
+    for r in records.iter_mut() {
+        match r {
+            MetaRecord::TopicCreated { id, partitions, .. } => {
+                counts.insert(*id, *partitions);
             }
-            next = entries
-                .last()
-                .map_or(end, |e| RaftIndex(e.raft_index.0 + 1));
+            MetaRecord::PartitionsCreated {
+                id,
+                count,
+                assignments,
+            } => {
+                let before = counts.insert(*id, *count).unwrap_or(0);
+                *assignments = vec![vec![node]; (*count - before).max(0) as usize];
+            }
+            _ => {}
         }
-        let mut store = MetadataStore {
-            next_producer_id: image.producer_ids_reserved,
-            log,
-            image: Arc::new(image),
-        };
-        if store.image.cluster_id.is_empty() {
-            // Kafka cluster ids are 22-character url-safe base64 of a UUID; any string works.
-            let id = Uuid::new_v4().simple().to_string()[..22].to_string();
-            store.commit(vec![MetaRecord::ClusterId(id)]).await?;
-        }
-        Ok(store)
-    }
-
-    pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.clone()
-    }
-
-    /// Appends the records durably, then applies them to a new image.
-    pub async fn commit(
-        &mut self,
-        records: Vec<MetaRecord>,
-    ) -> Result<Arc<MetadataImage>, MetaError> {
-        for r in &records {
-            let payload = serde_json::to_vec(r).expect("metadata records serialize");
-            self.log.append_internal(&payload, METADATA_TERM).await?;
-        }
-        self.log.flush().await?;
-        let mut image = (*self.image).clone();
-        for r in &records {
-            image.apply(r);
-        }
-        self.image = Arc::new(image);
-        Ok(self.image.clone())
-    }
-
-    /// A fresh producer id; persists a new block when the current one runs out.
-    pub async fn next_producer_id(&mut self) -> Result<i64, MetaError> {
-        if self.next_producer_id >= self.image.producer_ids_reserved {
-            let next =
-                self.image.producer_ids_reserved.max(self.next_producer_id) + PRODUCER_ID_BLOCK;
-            self.commit(vec![MetaRecord::ProducerIds { next }]).await?;
-        }
-        let id = self.next_producer_id;
-        self.next_producer_id += 1;
-        Ok(id)
-    }
-
-    pub async fn close(self) -> Result<(), MetaError> {
-        Ok(self.log.close().await?)
     }
 }

@@ -16,7 +16,8 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::{Config, PARTITION_OPEN_CONCURRENCY};
-use crate::metadata::{MetaError, MetaRecord, MetadataImage, MetadataStore, Topic};
+use crate::controller::{ChangeError, Controller, CONTROLLER_GROUP};
+use crate::metadata::{MetaRecord, MetadataImage, Topic};
 use crate::partition::{Durability, Partition, ReplicaSpec};
 use sluice_raft::rpc::Peers;
 use sluice_raft::{Leadership, Ticker};
@@ -39,6 +40,17 @@ pub fn group_id(topic_id: &Uuid, partition: i32) -> u64 {
     hi.wrapping_add(partition as u32 as u64).max(1)
 }
 
+/// A partition's leader, epoch and replicas as this broker knows them.
+pub struct PartitionView {
+    pub leader: Option<i32>,
+    /// The leader epoch (Raft term); -1 when unknown.
+    pub epoch: i32,
+    pub replicas: Vec<i32>,
+    /// Replicas that are not known to be out of the group's quorum.
+    pub isr: Vec<i32>,
+    pub offline: Vec<i32>,
+}
+
 pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
@@ -47,8 +59,9 @@ pub fn partition_dir(data_dir: &std::path::Path, topic: &str, partition: i32) ->
 pub enum UpdateError<E> {
     #[error("{0}")]
     Rejected(E),
-    #[error("metadata store: {0}")]
-    Store(#[from] MetaError),
+    /// The controller did not commit it (no quorum, no leader in time).
+    #[error("metadata change not committed: {0}")]
+    Unavailable(String),
 }
 
 pub struct Shard {
@@ -65,9 +78,10 @@ pub struct Shard {
     /// Metadata reports them offline, and the next metadata change retries them.
     offline: RefCell<HashSet<(Uuid, i32)>>,
     metadata: RefCell<Arc<MetadataImage>>,
-    /// Shard 0 only. Taken out while a change is being committed (serialized by `meta_lock`).
-    meta_store: RefCell<Option<MetadataStore>>,
-    meta_lock: Semaphore,
+    /// Shard 0 only: this broker's replica of the controller group.
+    controller: RefCell<Option<Rc<Controller>>>,
+    /// The controller group's leader as shard 0 last reported it, on every shard.
+    controller_leader: Cell<Option<u64>>,
     pub shutting_down: Cell<bool>,
     /// Consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: crate::groups::Coordinator,
@@ -102,8 +116,8 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             offline: RefCell::new(HashSet::new()),
             metadata: RefCell::new(Arc::new(MetadataImage::default())),
-            meta_store: RefCell::new(None),
-            meta_lock: Semaphore::new(1),
+            controller: RefCell::new(None),
+            controller_leader: Cell::new(None),
             shutting_down: Cell::new(false),
             groups: crate::groups::Coordinator::default(),
             metrics: crate::telemetry::ShardMetrics::new(id),
@@ -125,6 +139,62 @@ impl Shard {
         self.leaders.borrow().get(&(*topic_id, partition)).copied()
     }
 
+    /// The node id Metadata names as controller: the controller group's leader, or this
+    /// broker while none is known (every broker forwards admin changes to the leader).
+    pub fn controller_id(&self) -> i32 {
+        self.controller_leader
+            .get()
+            .map_or(self.config.node_id, |l| l as i32)
+    }
+
+    /// Tells every shard who leads the controller group.
+    pub async fn announce_controller(self: &Rc<Self>, leader: Option<u64>) {
+        for target in 0..self.count {
+            self.run_on(
+                target,
+                move |s| async move { s.controller_leader.set(leader) },
+            )
+            .await;
+        }
+    }
+
+    /// The registered brokers (this one alone before it registered).
+    pub fn brokers(&self, image: &MetadataImage) -> Vec<crate::metadata::BrokerInfo> {
+        if image.brokers.is_empty() {
+            let (host, port) = self.config.advertised();
+            return vec![crate::metadata::BrokerInfo {
+                id: self.config.node_id,
+                host,
+                port,
+                rpc: self.config.advertised_rpc().unwrap_or_default(),
+                rack: self.config.broker_rack.clone(),
+            }];
+        }
+        image.brokers.values().cloned().collect()
+    }
+
+    /// A partition as Metadata and DescribeTopicPartitions report it.
+    pub fn partition_view(&self, topic: &Topic, partition: i32) -> PartitionView {
+        let replicas = topic.replicas(partition).to_vec();
+        let leadership = self.leadership(&topic.id, partition);
+        let offline: Vec<i32> = if self.is_offline(&topic.id, partition) {
+            vec![self.config.node_id]
+        } else {
+            Vec::new()
+        };
+        PartitionView {
+            leader: leadership.and_then(|l| l.leader).map(|l| l as i32),
+            epoch: leadership.map_or(-1, |l| l.term.min(i32::MAX as u64) as i32),
+            isr: replicas
+                .iter()
+                .copied()
+                .filter(|r| !offline.contains(r))
+                .collect(),
+            replicas,
+            offline,
+        }
+    }
+
     /// Tells every shard about a partition's leadership (`None`: it closed here).
     async fn announce_leadership(self: &Rc<Self>, key: (Uuid, i32), l: Option<Leadership>) {
         for target in 0..self.count {
@@ -139,8 +209,49 @@ impl Shard {
         }
     }
 
-    pub fn set_meta_store(&self, store: MetadataStore) {
-        *self.meta_store.borrow_mut() = Some(store);
+    pub fn set_controller(&self, c: Rc<Controller>) {
+        *self.controller.borrow_mut() = Some(c);
+    }
+
+    /// Shard 0's controller replica (`None` on other shards and before it opened).
+    pub fn controller(&self) -> Option<Rc<Controller>> {
+        self.controller.borrow().clone()
+    }
+
+    pub fn raft_peers(&self) -> &Rc<Peers> {
+        &self.raft_peers
+    }
+
+    pub fn ticker(&self) -> Rc<Ticker> {
+        self.ticker.clone()
+    }
+
+    /// Tells every shard's `Peers` where each registered broker's RPC listener is.
+    pub async fn set_peer_addresses(self: &Rc<Self>, image: &MetadataImage) {
+        let me = self.config.node_id;
+        let mut known = Vec::new();
+        for b in image.brokers.values().filter(|b| b.id != me) {
+            match crate::controller::resolve(&b.rpc).await {
+                Ok(a) => known.push((b.id as u64, a)),
+                Err(e) => {
+                    warn!(broker = b.id, rpc = %b.rpc, error = %e, "cannot resolve a broker's RPC address")
+                }
+            }
+        }
+        self.set_addresses(known).await;
+    }
+
+    /// Records peer RPC addresses on every shard.
+    pub async fn set_addresses(self: &Rc<Self>, known: Vec<(u64, std::net::SocketAddr)>) {
+        for target in 0..self.count {
+            let known = known.clone();
+            self.run_on(target, move |s| async move {
+                for (n, a) in known {
+                    s.raft_peers.set_address(n, a);
+                }
+            })
+            .await;
+        }
     }
 
     /// Runs the jobs other shards send here until every sender is gone.
@@ -222,6 +333,15 @@ impl Shard {
                     Ok(f(p).await)
                 }
                 None if s.is_offline(&topic_id, partition) => Err(ResponseError::KafkaStorageError),
+                // The partition exists, on other brokers: Kafka's answer sends the client to
+                // its leader.
+                None if s
+                    .metadata()
+                    .topic_by_id(&topic_id)
+                    .is_some_and(|t| partition >= 0 && partition < t.partitions) =>
+                {
+                    Err(ResponseError::NotLeaderOrFollower)
+                }
                 None => Err(ResponseError::UnknownTopicOrPartition),
             }
         })
@@ -249,38 +369,30 @@ impl Shard {
     }
 
     /// Changes cluster metadata: `plan` runs on shard 0 against the current image and
-    /// returns the records to commit (or a rejection). Once they are durable, every shard
-    /// applies the new image (opening or deleting partitions) before this returns, so a
-    /// created topic is writable as soon as CreateTopics answers.
+    /// returns the records to commit (or a rejection); the controller commits them (planning
+    /// again if the image moved meanwhile, so `plan` may run more than once). Once they are
+    /// committed, every shard of this broker applies the new image (opening or deleting
+    /// partitions) before this returns, so a created topic is writable as soon as
+    /// CreateTopics answers.
     pub async fn update_metadata<E, P>(
         self: &Rc<Self>,
         plan: P,
     ) -> Result<Arc<MetadataImage>, UpdateError<E>>
     where
         E: Send + 'static,
-        P: FnOnce(&MetadataImage) -> Result<Vec<MetaRecord>, E> + Send + 'static,
+        P: Fn(&MetadataImage) -> Result<Vec<MetaRecord>, E> + Send + 'static,
     {
         self.run_on(0, move |s| async move {
-            let _permit = s
-                .meta_lock
-                .acquire_permit(1)
-                .await
-                .expect("metadata lock never closes");
-            let mut store = s
-                .meta_store
-                .borrow_mut()
-                .take()
-                .expect("shard 0 owns the metadata store");
-            let current = store.image();
-            let result = match plan(&current) {
-                Err(e) => Err(UpdateError::Rejected(e)),
-                Ok(records) if records.is_empty() => Ok(current),
-                Ok(records) => store.commit(records).await.map_err(UpdateError::Store),
+            let Some(c) = s.controller() else {
+                return Err(UpdateError::Unavailable(
+                    "the controller is not open".into(),
+                ));
             };
-            *s.meta_store.borrow_mut() = Some(store);
-            let image = result?;
-            s.broadcast_image(image.clone()).await;
-            Ok(image)
+            match c.change(&s, plan).await {
+                Ok(()) => Ok(s.metadata()),
+                Err(ChangeError::Rejected(e)) => Err(UpdateError::Rejected(e)),
+                Err(ChangeError::Unavailable(m)) => Err(UpdateError::Unavailable(m)),
+            }
         })
         .await
     }
@@ -294,22 +406,13 @@ impl Shard {
         }
     }
 
-    /// A new producer id from the persisted counter on shard 0.
-    pub async fn next_producer_id(self: &Rc<Self>) -> Result<i64, MetaError> {
+    /// A producer id unique in the cluster, from shard 0's block.
+    pub async fn next_producer_id(self: &Rc<Self>) -> Result<i64, String> {
         self.run_on(0, |s| async move {
-            let _permit = s
-                .meta_lock
-                .acquire_permit(1)
-                .await
-                .expect("metadata lock never closes");
-            let mut store = s
-                .meta_store
-                .borrow_mut()
-                .take()
-                .expect("shard 0 owns the metadata store");
-            let r = store.next_producer_id().await;
-            *s.meta_store.borrow_mut() = Some(store);
-            r
+            match s.controller() {
+                Some(c) => c.next_producer_id(&s).await,
+                None => Err("the controller is not open".to_string()),
+            }
         })
         .await
     }
@@ -317,7 +420,11 @@ impl Shard {
     /// Makes this shard's partitions match the image: opens new ones it owns, applies
     /// config changes, and closes and deletes those whose topic is gone.
     async fn apply_image(self: Rc<Self>, image: Arc<MetadataImage>) {
+        if image.version < self.metadata.borrow().version {
+            return;
+        }
         *self.metadata.borrow_mut() = image.clone();
+        let me = self.config.node_id;
         *self.group_ids.borrow_mut() = image
             .topics
             .values()
@@ -330,7 +437,11 @@ impl Shard {
             let mut parts = self.partitions.borrow_mut();
             let keys: Vec<_> = parts
                 .keys()
-                .filter(|(id, p)| image.topic_by_id(id).is_none_or(|t| *p >= t.partitions))
+                .filter(|(id, p)| {
+                    image
+                        .topic_by_id(id)
+                        .is_none_or(|t| *p >= t.partitions || !t.replicas(*p).contains(&me))
+                })
                 .copied()
                 .collect();
             keys.iter()
@@ -339,7 +450,7 @@ impl Shard {
         };
         for (key, p) in gone {
             let dir = p.dir().to_path_buf();
-            info!(topic = %p.topic, partition = p.index, "deleting partition of a deleted topic");
+            info!(topic = %p.topic, partition = p.index, "deleting a replica no longer assigned here");
             self.announce_leadership(key, None).await;
             if let Ok(p) = Rc::try_unwrap(p) {
                 // Its Raft group stops before its files go.
@@ -356,7 +467,7 @@ impl Shard {
         let mut to_open = Vec::new();
         for t in image.topics.values() {
             for p in 0..t.partitions {
-                if self.owner_of(&t.id, p) != self.id {
+                if self.owner_of(&t.id, p) != self.id || !t.replicas(p).contains(&me) {
                     continue;
                 }
                 match self.local_partition(&t.id, p) {
@@ -407,34 +518,61 @@ impl Shard {
         }
     }
 
+    /// A local replica's view of its leadership changed: every shard learns it (Metadata),
+    /// and for `__consumer_offsets` the group coordinator follows the leader.
+    async fn leadership_changed(
+        self: &Rc<Self>,
+        key: (Uuid, i32),
+        part: &Rc<Partition>,
+        l: Leadership,
+        offsets: bool,
+    ) {
+        self.announce_leadership(key, Some(l)).await;
+        if !offsets {
+            return;
+        }
+        let partitions = self
+            .metadata()
+            .topic_by_id(&key.0)
+            .map_or(0, |t| t.partitions);
+        if l.ready {
+            self.groups.take_over(part).await;
+        } else {
+            self.groups.give_up(part.index, partitions);
+        }
+    }
+
     /// Opens one partition's log, or marks it offline (out of descriptors or memory, a
     /// damaged directory): the others keep serving and the next metadata change retries it.
     async fn open_partition(self: &Rc<Self>, t: &Topic, p: i32) -> Option<Rc<Partition>> {
         let dir = partition_dir(&self.config.data_dir, &t.name, p);
         let config = self.config.log_config(&t.configs);
         let rules = self.config.record_rules(&t.configs);
-        let node = self.config.node_id as u64;
         let spec = ReplicaSpec {
-            node,
-            // Every replica is this broker's until the cluster places replicas elsewhere.
-            voters: vec![node],
+            node: self.config.node_id as u64,
+            // The preferred leader first: the group's leadership balancing moves back to it.
+            voters: t.replicas(p).iter().map(|&n| n as u64).collect(),
             election_min: sluice_raft::ELECTION_TIMEOUT_MIN,
             transport: self.raft_peers.transport(group_id(&t.id, p)),
             ticker: self.ticker.clone(),
+            replayed: None,
         };
         match Partition::open(&dir, t.name.clone(), p, config, rules, spec).await {
             Ok(part) => {
                 let key = (t.id, p);
                 let weak = Rc::downgrade(self);
+                let offsets = t.name == crate::groups::OFFSETS_TOPIC;
+                let weak_part = Rc::downgrade(&part);
                 part.on_leadership_change(Box::new(move |l| {
-                    if let Some(s) = weak.upgrade() {
+                    if let (Some(s), Some(part)) = (weak.upgrade(), weak_part.upgrade()) {
                         glommio::spawn_local(async move {
-                            s.announce_leadership(key, Some(l)).await;
+                            s.leadership_changed(key, &part, l, offsets).await;
                         })
                         .detach();
                     }
                 }));
-                self.announce_leadership(key, Some(part.leadership())).await;
+                self.leadership_changed(key, &part, part.leadership(), offsets)
+                    .await;
                 Some(part)
             }
             Err(e) => {
@@ -466,11 +604,9 @@ impl Shard {
             }
         })
         .await;
-        let store = self.meta_store.borrow_mut().take();
-        if let Some(store) = store {
-            if let Err(e) = store.close().await {
-                warn!(error = %e, "closing the metadata log failed");
-            }
+        let controller = self.controller.borrow_mut().take();
+        if let Some(c) = controller {
+            c.close().await;
         }
     }
 }
@@ -514,6 +650,16 @@ impl sluice_raft::rpc::Router for ShardRouter {
         let Some(s) = self.0.upgrade() else {
             return sluice_raft::RaftResponse::Failed("broker is stopping".into());
         };
+        // Controller traffic is served on shard 0, where the RPC server runs.
+        if group == CONTROLLER_GROUP {
+            let Some(c) = s.controller() else {
+                return sluice_raft::RaftResponse::Failed("the controller is not open yet".into());
+            };
+            return match request {
+                sluice_raft::RaftRequest::Broker(bytes) => c.serve(&bytes).await,
+                other => c.serve_raft(other).await,
+            };
+        }
         let Some((topic_id, partition)) = s.group_ids.borrow().get(&group).copied() else {
             return sluice_raft::RaftResponse::Failed(format!("no group {group} here"));
         };
@@ -618,25 +764,18 @@ impl Shard {
         let id = t.id;
         let owner = self.owner_of(&id, partition);
         self.run_on(owner, move |s| async move {
+            // The coordinator is the partition's leader, once it has loaded the groups.
             match s.local_partition(&id, partition) {
-                Some(p) => Ok(f(s.clone(), p).await),
-                None => Err(ResponseError::CoordinatorNotAvailable),
+                Some(p) => {
+                    s.groups.serves(partition)?;
+                    p.check_leader()
+                        .map_err(|_| ResponseError::NotCoordinator)?;
+                    Ok(f(s.clone(), p).await)
+                }
+                None => Err(ResponseError::NotCoordinator),
             }
         })
         .await
-    }
-
-    /// Loads group state from the `__consumer_offsets` partitions this shard owns.
-    pub async fn load_groups(&self) {
-        let image = self.metadata();
-        let Some(t) = image.topic(crate::groups::OFFSETS_TOPIC) else {
-            return;
-        };
-        for p in 0..t.partitions {
-            if let Some(part) = self.local_partition(&t.id, p) {
-                self.groups.load(&part).await;
-            }
-        }
     }
 
     /// Session timeouts, due rebalances and offset expiry, every `SWEEP_INTERVAL`.

@@ -70,14 +70,106 @@ impl PartitionBudget {
     }
 }
 
-/// Checks a new topic against the image and the budget, and returns the record that creates
-/// it (taking its partitions from the budget).
+/// How a new topic's (or new partitions') replicas are chosen.
+#[derive(Clone, Debug)]
+pub enum Layout {
+    /// By the broker: this many partitions of this many replicas, spread over the brokers.
+    Spread {
+        partitions: i32,
+        replication_factor: i16,
+    },
+    /// The client's replica list for each partition.
+    Explicit(Vec<Vec<i32>>),
+}
+
+/// The registered brokers in rack-alternating order (Kafka's): with racks, consecutive
+/// brokers are in different racks, so a partition's replicas span racks.
+fn rack_alternated(image: &MetadataImage) -> Vec<i32> {
+    let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
+    for b in image.brokers.values() {
+        by_rack.entry(b.rack.as_deref()).or_default().push(b.id);
+    }
+    let mut out = Vec::with_capacity(image.brokers.len());
+    let longest = by_rack.values().map(Vec::len).max().unwrap_or(0);
+    for i in 0..longest {
+        for ids in by_rack.values() {
+            if let Some(id) = ids.get(i) {
+                out.push(*id);
+            }
+        }
+    }
+    out
+}
+
+/// Replica lists for `count` partitions of `replication_factor` replicas, starting at a
+/// broker chosen from `seed`: each partition's preferred leader is the next broker, so
+/// leaders spread evenly, and its followers are the brokers after it.
+pub fn spread(
+    image: &MetadataImage,
+    count: i32,
+    replication_factor: i16,
+    seed: usize,
+) -> Result<Vec<Vec<i32>>, TopicError> {
+    let brokers = rack_alternated(image);
+    let n = brokers.len();
+    if replication_factor < 1 || replication_factor as usize > n {
+        return Err(TopicError::new(
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "Unable to replicate the partition {replication_factor} time(s): The target \
+                 replication factor of {replication_factor} cannot be reached because only {n} \
+                 broker(s) are registered."
+            ),
+        ));
+    }
+    Ok((0..count.max(0) as usize)
+        .map(|p| {
+            (0..replication_factor as usize)
+                .map(|r| brokers[(seed + p + r) % n])
+                .collect()
+        })
+        .collect())
+}
+
+/// Checks a client's replica lists: known brokers, no broker twice in a list, one
+/// replication factor for all.
+pub fn check_assignments(image: &MetadataImage, lists: &[Vec<i32>]) -> Result<(), TopicError> {
+    let bad = |m: String| Err(TopicError::new(ResponseError::InvalidReplicaAssignment, m));
+    let Some(rf) = lists.first().map(Vec::len) else {
+        return bad("no replica assignment given".into());
+    };
+    for (p, replicas) in lists.iter().enumerate() {
+        if replicas.is_empty() {
+            return bad(format!("partition {p} has no replicas"));
+        }
+        if replicas.len() != rf {
+            return bad(format!(
+                "All partitions should have the same number of replicas; partition {p} has {}, \
+                 others {rf}",
+                replicas.len()
+            ));
+        }
+        for (i, b) in replicas.iter().enumerate() {
+            if replicas[..i].contains(b) {
+                return bad(format!("Duplicate brokers not allowed in replica assignment: {replicas:?} for partition {p}"));
+            }
+            if !image.brokers.contains_key(b) {
+                return bad(format!(
+                    "Unknown broker {b} in the replica assignment of partition {p}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a new topic against the image and the budget, places its replicas, and returns
+/// the record that creates it (taking its partitions from the budget).
 pub fn plan_create(
     image: &MetadataImage,
     budget: &mut PartitionBudget,
     name: &str,
-    partitions: i32,
-    replication_factor: i16,
+    layout: Layout,
     configs: BTreeMap<String, String>,
 ) -> Result<MetaRecord, TopicError> {
     if !valid_topic_name(name) {
@@ -92,19 +184,31 @@ pub fn plan_create(
             format!("topic {name} already exists"),
         ));
     }
+    let partitions = match &layout {
+        Layout::Spread { partitions, .. } => *partitions,
+        Layout::Explicit(lists) => lists.len().min(i32::MAX as usize) as i32,
+    };
     if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
         return Err(TopicError::new(
             ResponseError::InvalidPartitions,
             format!("partitions must be 1..={MAX_PARTITIONS_PER_TOPIC}"),
         ));
     }
-    // One node: a replication factor above 1 can't be met.
-    if replication_factor > 1 {
-        return Err(TopicError::new(
-            ResponseError::InvalidReplicationFactor,
-            "replication factor larger than the number of brokers (1)",
-        ));
-    }
+    let id = Uuid::new_v4();
+    let assignments = match layout {
+        Layout::Spread {
+            replication_factor, ..
+        } => spread(
+            image,
+            partitions,
+            replication_factor,
+            id.as_bytes()[0] as usize,
+        )?,
+        Layout::Explicit(lists) => {
+            check_assignments(image, &lists)?;
+            lists
+        }
+    };
     for (k, v) in &configs {
         validate_topic_config(k, v)
             .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
@@ -112,8 +216,9 @@ pub fn plan_create(
     budget.take(partitions)?;
     Ok(MetaRecord::TopicCreated {
         name: name.to_string(),
-        id: Uuid::new_v4(),
+        id,
         partitions,
         configs,
+        assignments,
     })
 }

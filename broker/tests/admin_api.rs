@@ -471,11 +471,17 @@ fn create_topics_answers_each_topic() {
     let good = unique("good");
     let dup = unique("dup");
     let defaults = unique("defaults");
-    let assigned = topic(&unique("assigned"), -1, &[])
-        .with_replication_factor(-1)
-        .with_assignments(vec![CreatableReplicaAssignment::default()
-            .with_partition_index(0)
-            .with_broker_ids(vec![BrokerId(1)])]);
+    // Replica assignments: honoured when they name registered brokers, refused otherwise,
+    // and never given together with a partition count.
+    let assigned_to = |brokers: Vec<i32>| {
+        topic(&unique("assigned"), -1, &[])
+            .with_replication_factor(-1)
+            .with_assignments(vec![CreatableReplicaAssignment::default()
+                .with_partition_index(0)
+                .with_broker_ids(brokers.into_iter().map(BrokerId).collect())])
+    };
+    let assigned = assigned_to(vec![1]);
+    let assigned_name = assigned.name.clone();
     let resp = c.create(
         vec![
             topic(&good, 3, &[("retention.ms", "3600000")]),
@@ -488,6 +494,8 @@ fn create_topics_answers_each_topic() {
             topic(&unique("zero"), 0, &[]),
             assigned,
             topic(&defaults, -1, &[]).with_replication_factor(-1),
+            assigned_to(vec![7]),
+            assigned_to(vec![1]).with_num_partitions(1),
         ],
         false,
         7,
@@ -504,8 +512,10 @@ fn create_topics_answers_each_topic() {
             INVALID_CONFIG,
             INVALID_REPLICATION_FACTOR,
             INVALID_PARTITIONS,
+            NONE,
+            NONE,
+            INVALID_REPLICA_ASSIGNMENT,
             INVALID_REQUEST,
-            NONE
         ],
         "{:?}",
         resp.topics
@@ -545,6 +555,7 @@ fn create_topics_answers_each_topic() {
     assert_eq!(d.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
     assert_eq!(c.partition_count(&good), 3);
     assert_eq!(c.partition_count(&defaults), 1);
+    assert_eq!(c.partition_count(assigned_name.as_str()), 1);
 
     // Again: already exists, in the newest and the oldest version.
     let again = c.create(vec![topic(&good, 3, &[])], false, 7);

@@ -52,6 +52,19 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 #[derive(Default)]
 pub struct Coordinator {
     pub groups: RefCell<HashMap<String, Group>>,
+    /// The `__consumer_offsets` partitions this shard coordinates (it leads them), by
+    /// index: loading, or loaded.
+    pub(crate) loads: RefCell<HashMap<i32, Load>>,
+    /// Tells a load apart from a later one of the same partition.
+    pub(crate) load_generation: std::cell::Cell<u64>,
+}
+
+/// A coordinated partition's groups: being replayed (by the load of this generation), or
+/// served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Load {
+    Loading(u64),
+    Ready,
 }
 
 pub struct Limits {

@@ -10,7 +10,9 @@ use sluice_protocol::kafka_protocol::records::{
 };
 use tracing::info;
 
-use super::{now_ms, Committed, Coordinator, Group};
+use sluice_protocol::ResponseError;
+
+use super::{now_ms, Committed, Coordinator, Group, Load};
 use crate::partition::Partition;
 
 /// Largest read while replaying `__consumer_offsets` at start-up.
@@ -35,12 +37,34 @@ struct GroupValue {
 }
 
 impl Coordinator {
-    /// Replays a `__consumer_offsets` partition into this coordinator.
-    pub async fn load(&self, p: &Rc<Partition>) {
+    /// Whether this shard serves the groups of `__consumer_offsets` partition `index`:
+    /// NOT_COORDINATOR when it does not lead it, COORDINATOR_LOAD_IN_PROGRESS while it
+    /// replays it.
+    pub fn serves(&self, index: i32) -> Result<(), ResponseError> {
+        match self.loads.borrow().get(&index) {
+            Some(Load::Ready) => Ok(()),
+            Some(Load::Loading(_)) => Err(ResponseError::CoordinatorLoadInProgress),
+            None => Err(ResponseError::NotCoordinator),
+        }
+    }
+
+    /// This replica became the leader of `p`: replays the partition into the coordinator
+    /// and serves its groups, unless leadership moved again meanwhile.
+    pub async fn take_over(&self, p: &Rc<Partition>) {
+        if self.loads.borrow().contains_key(&p.index) {
+            return;
+        }
+        let generation = self.load_generation.get() + 1;
+        self.load_generation.set(generation);
+        self.loads
+            .borrow_mut()
+            .insert(p.index, Load::Loading(generation));
+        let current = || self.loads.borrow().get(&p.index) == Some(&Load::Loading(generation));
         let mut next = p.watermarks().log_start;
-        let hw = p.watermarks().high_watermark;
         let mut count = 0usize;
-        while next < hw {
+        // Everything committed before this leader's term is applied (it is ready), and no
+        // group write is taken until the load is done, so the log is read to its end.
+        while next < p.watermarks().high_watermark && current() {
             let Ok((records, after)) = p.read_records(next, LOAD_CHUNK_BYTES).await else {
                 break;
             };
@@ -48,14 +72,35 @@ impl Coordinator {
                 break;
             }
             next = after;
+            if !current() {
+                break;
+            }
             for r in &records {
                 self.apply_record(r);
             }
             count += records.len();
         }
-        if count > 0 {
-            info!(partition = p.index, records = count, "group state loaded");
+        if current() {
+            self.loads.borrow_mut().insert(p.index, Load::Ready);
+            if count > 0 {
+                info!(partition = p.index, records = count, "group state loaded");
+            }
         }
+    }
+
+    /// This replica no longer leads `__consumer_offsets` partition `index` (of `partitions`):
+    /// its groups are dropped here, the new leader loads them.
+    pub fn give_up(&self, index: i32, partitions: i32) {
+        if self.loads.borrow_mut().remove(&index).is_none() {
+            return;
+        }
+        self.groups
+            .borrow_mut()
+            .retain(|g, _| super::partition_for(g, partitions) != index);
+        tracing::debug!(
+            partition = index,
+            "no longer coordinating the partition's groups"
+        );
     }
 
     fn apply_record(&self, r: &Record) {

@@ -163,9 +163,9 @@ pub fn duplicates<K: Eq + Hash + Clone>(keys: &[K]) -> Vec<bool> {
     keys.iter().map(|k| counts[k] > 1).collect()
 }
 
-/// Runs `plan` under the metadata lock against the current image, commits the records it
-/// returns (every shard has applied them when this returns), and hands back the per-item
-/// outcome it computed. With `validate_only` the plan runs against this shard's image and
+/// Runs `plan` against the current image (again if the image moved before the controller
+/// committed), commits the records it returns (every shard has applied them when this
+/// returns), and hands back the per-item outcome of the plan that was committed. With `validate_only` the plan runs against this shard's image and
 /// nothing is committed.
 pub async fn change_metadata<T, P>(
     s: &Rc<Shard>,
@@ -174,7 +174,7 @@ pub async fn change_metadata<T, P>(
 ) -> Result<T, ResponseError>
 where
     T: Send + 'static,
-    P: FnOnce(&MetadataImage) -> (Vec<MetaRecord>, T) + Send + 'static,
+    P: Fn(&MetadataImage) -> (Vec<MetaRecord>, T) + Send + 'static,
 {
     if validate_only {
         return Ok(plan(&s.metadata()).1);
@@ -195,9 +195,9 @@ where
             .take()
             .expect("the plan ran")),
         Err(UpdateError::Rejected(never)) => match never {},
-        Err(UpdateError::Store(e)) => {
-            tracing::error!(error = %e, "could not commit a metadata change");
-            Err(ResponseError::KafkaStorageError)
+        Err(UpdateError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "could not commit a metadata change");
+            Err(ResponseError::RequestTimedOut)
         }
     }
 }
@@ -215,10 +215,10 @@ pub fn error_fields<T>(
     }
 }
 
-/// How a topic's overrides change: from the current overrides to the new full set.
-pub type ConfigEdit = Box<
-    dyn FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, TopicError> + Send,
->;
+/// How a topic's overrides change: from the current overrides to the new full set (again
+/// if the change is planned again).
+pub type ConfigEdit =
+    Box<dyn Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, TopicError> + Send>;
 
 /// One resource of an AlterConfigs or IncrementalAlterConfigs request, after the checks
 /// that need no metadata.
@@ -299,10 +299,10 @@ pub async fn alter_topic_configs(
     let planned = change_metadata(s, validate_only, move |image| {
         let mut records = Vec::new();
         let outcomes: Vec<(usize, Result<(), TopicError>)> = edits
-            .into_iter()
+            .iter()
             .map(|(i, name, edit)| {
                 let r = image
-                    .topic(&name)
+                    .topic(name)
                     .ok_or_else(|| {
                         TopicError::new(
                             ResponseError::UnknownTopicOrPartition,
@@ -317,7 +317,7 @@ pub async fn alter_topic_configs(
                         }
                         Ok(())
                     });
-                (i, r)
+                (*i, r)
             })
             .collect();
         (records, outcomes)

@@ -42,7 +42,7 @@ pub async fn handle(s: &Rc<Shard>, r: AlterConfigsRequest) -> AlterConfigsRespon
                                 .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
                         })
                         .collect();
-                    let edit: ConfigEdit = Box::new(move |_current| Ok(configs));
+                    let edit: ConfigEdit = Box::new(move |_current| Ok(configs.clone()));
                     Ok(edit)
                 },
             )

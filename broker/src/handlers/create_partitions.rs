@@ -14,7 +14,7 @@ use super::admin::{change_metadata, duplicates, error_fields};
 use crate::config::MAX_PARTITIONS_PER_TOPIC;
 use crate::metadata::{MetaRecord, MetadataImage};
 use crate::shard::Shard;
-use crate::topics::{PartitionBudget, TopicError};
+use crate::topics::{check_assignments, spread, PartitionBudget, TopicError};
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 3);
 
@@ -35,14 +35,13 @@ pub async fn handle(s: &Rc<Shard>, r: CreatePartitionsRequest) -> CreatePartitio
         .collect();
     let dup = duplicates(&names);
     let grows: Vec<Grow> = r.topics.iter().map(grow_of).collect();
-    let node = s.config.node_id;
     let (per_shard, shards) = (s.config.topic_partitions_per_shard, s.count);
     let planned = change_metadata(s, r.validate_only, move |image| {
         let mut budget = PartitionBudget::new(image, per_shard, shards);
         let mut records = Vec::new();
         let outcomes: Vec<Result<(), TopicError>> = grows
             .iter()
-            .zip(dup)
+            .zip(dup.iter().copied())
             .map(|(g, dup)| {
                 if dup {
                     return Err(TopicError::new(
@@ -50,7 +49,7 @@ pub async fn handle(s: &Rc<Shard>, r: CreatePartitionsRequest) -> CreatePartitio
                         "Duplicate topic in the request.",
                     ));
                 }
-                records.push(plan_grow(image, &mut budget, g, node)?);
+                records.push(plan_grow(image, &mut budget, g)?);
                 Ok(())
             })
             .collect();
@@ -96,7 +95,6 @@ fn plan_grow(
     image: &MetadataImage,
     budget: &mut PartitionBudget,
     g: &Grow,
-    node: i32,
 ) -> Result<MetaRecord, TopicError> {
     let topic = image.topic(&g.name).ok_or_else(|| {
         TopicError::new(
@@ -136,18 +134,31 @@ fn plan_grow(
                 ),
             ));
         }
-        if a.iter().any(|replicas| replicas.as_slice() != [node]) {
+        check_assignments(image, a)?;
+        if a[0].len() as i16 != topic.replication_factor() {
             return Err(TopicError::new(
                 ResponseError::InvalidReplicaAssignment,
                 format!(
-                    "the only broker is {node}; each new partition's replicas must be [{node}]"
+                    "the new partitions need {} replicas each, as the topic's others have",
+                    topic.replication_factor()
                 ),
             ));
         }
     }
-    budget.take(g.count - topic.partitions)?;
+    let added = g.count - topic.partitions;
+    let assignments = match &g.assignments {
+        Some(a) => a.clone(),
+        None => spread(
+            image,
+            added,
+            topic.replication_factor(),
+            topic.id.as_bytes()[0] as usize + topic.partitions as usize,
+        )?,
+    };
+    budget.take(added)?;
     Ok(MetaRecord::PartitionsCreated {
         id: topic.id,
         count: g.count,
+        assignments,
     })
 }

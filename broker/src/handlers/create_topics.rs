@@ -18,22 +18,20 @@ use super::str_bytes;
 use crate::config::Config;
 use crate::metadata::MetaRecord;
 use crate::shard::Shard;
-use crate::topics::{plan_create, PartitionBudget, TopicError};
+use crate::topics::{plan_create, Layout, PartitionBudget, TopicError};
 
 /// kafka-go's `Conn` sends v2; v5 adds the created topic's settings to the answer, v7 its id.
 pub const VERSIONS: VersionRange = VersionRange::new(2, 7);
 
-/// `num_partitions` / `replication_factor` meaning "the broker's default".
+/// `num_partitions` / `replication_factor` meaning "the broker's default" (and what both
+/// must be when the client gives replica assignments).
 const USE_DEFAULT: i32 = -1;
-/// `default.replication.factor` of a one-node cluster.
-const DEFAULT_REPLICATION_FACTOR: i16 = 1;
 
 /// A topic that passed the request-level checks, ready for `plan_create`.
 #[derive(Clone, Debug)]
 struct Wanted {
     name: String,
-    partitions: i32,
-    replication_factor: i16,
+    layout: Layout,
     configs: BTreeMap<String, String>,
 }
 
@@ -42,6 +40,7 @@ struct Wanted {
 struct Created {
     id: Uuid,
     partitions: i32,
+    replication_factor: i16,
     configs: BTreeMap<String, String>,
 }
 
@@ -65,28 +64,23 @@ pub async fn handle(s: &Rc<Shard>, r: CreateTopicsRequest) -> CreateTopicsRespon
         let mut budget = PartitionBudget::new(image, per_shard, shards);
         let mut records = Vec::new();
         let outcomes: Vec<Option<Result<Created, TopicError>>> = wanted
-            .into_iter()
+            .iter()
             .map(|w| {
-                let w = w?;
+                let w = w.clone()?;
                 Some(
-                    plan_create(
-                        image,
-                        &mut budget,
-                        &w.name,
-                        w.partitions,
-                        w.replication_factor,
-                        w.configs,
-                    )
-                    .map(|record| {
+                    plan_create(image, &mut budget, &w.name, w.layout, w.configs).map(|record| {
                         let created = match &record {
                             MetaRecord::TopicCreated {
                                 id,
                                 partitions,
                                 configs,
+                                assignments,
                                 ..
                             } => Created {
                                 id: if validate_only { Uuid::nil() } else { *id },
                                 partitions: *partitions,
+                                replication_factor: assignments.first().map_or(0, |r| r.len())
+                                    as i16,
                                 configs: configs.clone(),
                             },
                             other => unreachable!("plan_create returned {other:?}"),
@@ -124,11 +118,12 @@ fn check(config: &Config, t: &CreatableTopic, duplicate: bool) -> Result<Wanted,
             "Found multiple entries for this topic.",
         ));
     }
-    if !t.assignments.is_empty() {
+    let explicit = !t.assignments.is_empty();
+    if explicit && (t.num_partitions != USE_DEFAULT || t.replication_factor as i32 != USE_DEFAULT) {
         return Err(TopicError::new(
             ResponseError::InvalidRequest,
-            "manual replica assignments are not supported; give num_partitions and \
-             replication_factor instead",
+            "Both numPartitions or replicationFactor and replicasAssignments were set. Both \
+             cannot be used at the same time.",
         ));
     }
     let partitions = match t.num_partitions {
@@ -142,7 +137,7 @@ fn check(config: &Config, t: &CreatableTopic, duplicate: bool) -> Result<Wanted,
         n => n,
     };
     let replication_factor = match t.replication_factor as i32 {
-        USE_DEFAULT => DEFAULT_REPLICATION_FACTOR,
+        USE_DEFAULT => config.default_replication_factor,
         n if n <= 0 => {
             return Err(TopicError::new(
                 ResponseError::InvalidReplicationFactor,
@@ -170,10 +165,32 @@ fn check(config: &Config, t: &CreatableTopic, duplicate: bool) -> Result<Wanted,
             ));
         }
     }
+    let layout = if explicit {
+        // Kafka numbers the assignments by partition; every one from 0 must be there once.
+        let mut lists: Vec<Option<Vec<i32>>> = vec![None; t.assignments.len()];
+        for a in &t.assignments {
+            let slot = usize::try_from(a.partition_index)
+                .ok()
+                .and_then(|i| lists.get_mut(i))
+                .filter(|s| s.is_none())
+                .ok_or_else(|| {
+                    TopicError::new(
+                        ResponseError::InvalidReplicaAssignment,
+                        "Partitions should be a consecutive 0-based integer sequence",
+                    )
+                })?;
+            *slot = Some(a.broker_ids.iter().map(|b| b.0).collect());
+        }
+        Layout::Explicit(lists.into_iter().flatten().collect())
+    } else {
+        Layout::Spread {
+            partitions,
+            replication_factor,
+        }
+    };
     Ok(Wanted {
         name: t.name.0.as_str().to_string(),
-        partitions,
-        replication_factor,
+        layout,
         configs,
     })
 }
@@ -194,7 +211,7 @@ fn result_entry(
     if let Ok(c) = result {
         e.topic_id = c.id;
         e.num_partitions = c.partitions;
-        e.replication_factor = DEFAULT_REPLICATION_FACTOR;
+        e.replication_factor = c.replication_factor;
         e.configs = Some(
             topic_config_entries(config, &c.configs)
                 .into_iter()

@@ -51,7 +51,7 @@ pub async fn handle(s: &Rc<Shard>, r: DeleteTopicsRequest, version: i16) -> Dele
         let mut records = Vec::new();
         let outcomes: Vec<Result<(String, Uuid), TopicError>> = plan_targets
             .iter()
-            .zip(dup)
+            .zip(dup.iter().copied())
             .map(|(t, dup)| {
                 if dup {
                     return Err(TopicError::new(

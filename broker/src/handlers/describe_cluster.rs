@@ -1,5 +1,5 @@
-//! DescribeCluster: the cluster id, this node as controller, and the one broker at its
-//! advertised address.
+//! DescribeCluster: the cluster id, the controller leader, and the registered brokers at
+//! their advertised addresses.
 
 use std::rc::Rc;
 
@@ -34,17 +34,21 @@ pub async fn handle(
         return resp;
     }
     let image = s.metadata();
-    let (host, port) = s.config.advertised();
-    let node = BrokerId(s.config.node_id);
     resp.cluster_id = str_bytes(&image.cluster_id);
-    resp.controller_id = node;
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = node;
-    b.host = str_bytes(&host);
-    b.port = port;
-    b.rack = None;
-    b.is_fenced = false;
-    resp.brokers = vec![b];
+    resp.controller_id = BrokerId(s.controller_id());
+    resp.brokers = s
+        .brokers(&image)
+        .into_iter()
+        .map(|info| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(info.id);
+            b.host = str_bytes(&info.host);
+            b.port = info.port;
+            b.rack = info.rack.map(|r| str_bytes(&r));
+            b.is_fenced = false;
+            b
+        })
+        .collect();
     resp.cluster_authorized_operations = if r.include_cluster_authorized_operations {
         CLUSTER_AUTHORIZED_OPERATIONS
     } else {

@@ -27,7 +27,6 @@ pub async fn handle(
     r: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
     let image = s.metadata();
-    let node = BrokerId(s.config.node_id);
     // No topics named means every topic.
     let names: BTreeSet<String> = if r.topics.is_empty() {
         image.topics.keys().cloned().collect()
@@ -74,16 +73,14 @@ pub async fn handle(
             .map(|i| {
                 let mut p = DescribeTopicPartitionsResponsePartition::default();
                 p.partition_index = i;
-                let leadership = s.leadership(&topic.id, i);
-                p.leader_id = leadership
-                    .and_then(|l| l.leader)
-                    .map_or(BrokerId(-1), |l| BrokerId(l as i32));
-                p.leader_epoch = leadership.map_or(-1, |l| l.term as i32);
-                p.replica_nodes = vec![node];
-                p.isr_nodes = vec![node];
+                let view = s.partition_view(topic, i);
+                p.leader_id = BrokerId(view.leader.unwrap_or(-1));
+                p.leader_epoch = view.epoch;
+                p.replica_nodes = view.replicas.into_iter().map(BrokerId).collect();
+                p.isr_nodes = view.isr.into_iter().map(BrokerId).collect();
                 p.eligible_leader_replicas = Some(Vec::new());
                 p.last_known_elr = Some(Vec::new());
-                p.offline_replicas = Vec::new();
+                p.offline_replicas = view.offline.into_iter().map(BrokerId).collect();
                 p
             })
             .collect();

@@ -1,5 +1,5 @@
-//! FindCoordinator: on one node every group's coordinator is this broker (its
-//! `__consumer_offsets` partition lives here). Transaction coordinators come with transactions.
+//! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
+//! partition. Transaction coordinators come with transactions.
 
 use std::rc::Rc;
 
@@ -11,7 +11,7 @@ use sluice_protocol::kafka_protocol::protocol::StrBytes;
 use sluice_protocol::{ResponseError, VersionRange};
 
 use super::str_bytes;
-use crate::groups::OFFSETS_TOPIC;
+use crate::groups::{partition_for, OFFSETS_TOPIC};
 use crate::shard::Shard;
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 6);
@@ -24,8 +24,8 @@ pub async fn handle(
     r: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = s.config.advertised();
-    let ready = s.metadata().topic(OFFSETS_TOPIC).is_some();
+    let image = s.metadata();
+    let offsets = image.topic(OFFSETS_TOPIC);
     let keys: Vec<StrBytes> = if version >= BATCHED_VERSION {
         r.coordinator_keys
     } else {
@@ -36,21 +36,25 @@ pub async fn handle(
         .map(|key| {
             let mut c = Coordinator::default();
             c.key = key;
-            let error = if r.key_type != KEY_TYPE_GROUP || !ready {
-                Some(ResponseError::CoordinatorNotAvailable)
-            } else {
-                None
-            };
-            match error {
-                Some(e) => {
-                    c.error_code = e.code();
+            // The leader of the group's partition, at its registered address; none while
+            // the partition has no leader (clients retry).
+            let coordinator = offsets
+                .filter(|_| r.key_type == KEY_TYPE_GROUP)
+                .and_then(|t| {
+                    let p = partition_for(c.key.as_str(), t.partitions);
+                    s.leadership(&t.id, p).and_then(|l| l.leader)
+                })
+                .and_then(|leader| image.brokers.get(&(leader as i32)).cloned());
+            match coordinator {
+                None => {
+                    c.error_code = ResponseError::CoordinatorNotAvailable.code();
                     c.node_id = BrokerId(-1);
                     c.port = -1;
                 }
-                None => {
-                    c.node_id = BrokerId(s.config.node_id);
-                    c.host = str_bytes(&host);
-                    c.port = port;
+                Some(b) => {
+                    c.node_id = BrokerId(b.id);
+                    c.host = str_bytes(&b.host);
+                    c.port = b.port;
                 }
             }
             c

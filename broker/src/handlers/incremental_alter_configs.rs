@@ -59,7 +59,8 @@ pub async fn handle(
                 || {
                     let ops = check_ops(&defaults, res)?;
                     let defaults = defaults.clone();
-                    let edit: ConfigEdit = Box::new(move |current| apply(&defaults, current, ops));
+                    let edit: ConfigEdit =
+                        Box::new(move |current| apply(&defaults, current, ops.clone()));
                     Ok(edit)
                 },
             )

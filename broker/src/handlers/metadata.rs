@@ -17,7 +17,7 @@ use super::admin::{
 use super::{str_bytes, topic_name};
 use crate::metadata::{MetadataImage, Topic};
 use crate::shard::Shard;
-use crate::topics::{plan_create, PartitionBudget};
+use crate::topics::{plan_create, Layout, PartitionBudget};
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 13);
 
@@ -62,7 +62,10 @@ pub async fn handle(s: &Rc<Shard>, r: MetadataRequest, version: i16) -> Metadata
             .filter(|n| image.topic(n).is_none() && crate::config::valid_topic_name(n))
             .collect();
         if !missing.is_empty() {
-            let partitions = s.config.num_partitions;
+            let layout = Layout::Spread {
+                partitions: s.config.num_partitions,
+                replication_factor: s.config.default_replication_factor,
+            };
             let (per_shard, shards) = (s.config.topic_partitions_per_shard, s.count);
             let updated = s
                 .update_metadata(move |img| {
@@ -71,8 +74,8 @@ pub async fn handle(s: &Rc<Shard>, r: MetadataRequest, version: i16) -> Metadata
                         missing
                             .iter()
                             .filter_map(|n| {
-                                plan_create(img, &mut budget, n, partitions, 1, BTreeMap::new())
-                                    .ok()
+                                let layout = layout.clone();
+                                plan_create(img, &mut budget, n, layout, BTreeMap::new()).ok()
                             })
                             .collect(),
                     )
@@ -85,14 +88,22 @@ pub async fn handle(s: &Rc<Shard>, r: MetadataRequest, version: i16) -> Metadata
     }
 
     let mut resp = MetadataResponse::default();
-    let (host, port) = s.config.advertised();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(s.config.node_id);
-    broker.host = str_bytes(&host);
-    broker.port = port;
-    resp.brokers = vec![broker];
+    resp.brokers = s
+        .brokers(&image)
+        .into_iter()
+        .map(|b| {
+            let mut e = MetadataResponseBroker::default();
+            e.node_id = BrokerId(b.id);
+            e.host = str_bytes(&b.host);
+            e.port = b.port;
+            e.rack = b.rack.map(|r| str_bytes(&r));
+            e
+        })
+        .collect();
     resp.cluster_id = Some(str_bytes(&image.cluster_id));
-    resp.controller_id = BrokerId(s.config.node_id);
+    // Any broker takes admin requests (it forwards them to the controller leader), so
+    // clients are pointed at the leader when one is known, else at this broker.
+    resp.controller_id = BrokerId(s.controller_id());
     // Without ACLs everything is allowed; clients that ask (kafka-python) get real bits.
     resp.cluster_authorized_operations = if r.include_cluster_authorized_operations {
         CLUSTER_AUTHORIZED_OPERATIONS
@@ -145,7 +156,6 @@ fn missing_entry(name: Option<String>, id: Uuid, e: ResponseError) -> MetadataRe
 }
 
 fn topic_entry(s: &Shard, topic: &Topic, authorized_operations: i32) -> MetadataResponseTopic {
-    let node = BrokerId(s.config.node_id);
     let mut t = MetadataResponseTopic::default();
     t.name = Some(topic_name(&topic.name));
     t.topic_id = topic.id;
@@ -155,22 +165,18 @@ fn topic_entry(s: &Shard, topic: &Topic, authorized_operations: i32) -> Metadata
         .map(|i| {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = i;
-            p.replica_nodes = vec![node];
-            let leadership = s.leadership(&topic.id, i);
-            p.leader_epoch = leadership.map_or(-1, |l| l.term as i32);
-            if s.is_offline(&topic.id, i) {
-                // Kafka's answer for a partition whose only replica is on a failed log dir.
-                p.error_code = ResponseError::LeaderNotAvailable.code();
-                p.leader_id = BrokerId(-1);
-                p.offline_replicas = vec![node];
-            } else if let Some(leader) = leadership.and_then(|l| l.leader) {
-                p.leader_id = BrokerId(leader as i32);
-                p.isr_nodes = vec![node];
-            } else {
-                // Between terms: clients wait and ask again.
-                p.error_code = ResponseError::LeaderNotAvailable.code();
-                p.leader_id = BrokerId(-1);
-                p.isr_nodes = vec![node];
+            let view = s.partition_view(topic, i);
+            p.replica_nodes = view.replicas.into_iter().map(BrokerId).collect();
+            p.isr_nodes = view.isr.into_iter().map(BrokerId).collect();
+            p.offline_replicas = view.offline.into_iter().map(BrokerId).collect();
+            p.leader_epoch = view.epoch;
+            match view.leader {
+                Some(l) => p.leader_id = BrokerId(l),
+                None => {
+                    // Between terms, or no replica can serve: clients wait and ask again.
+                    p.error_code = ResponseError::LeaderNotAvailable.code();
+                    p.leader_id = BrokerId(-1);
+                }
             }
             p
         })

@@ -139,6 +139,26 @@ pub struct ReplicaSpec<T: Transport> {
     pub election_min: Duration,
     pub transport: T,
     pub ticker: Rc<Ticker>,
+    /// State the embedder rebuilds from the whole log on every open (the controller's
+    /// metadata image): it sees every applied batch, the group saves its commit point, and
+    /// no applied position is recorded, so a restart applies everything committed again
+    /// before any quorum answers.
+    pub replayed: Option<Rc<dyn ApplyObserver>>,
+}
+
+/// The producer state and an embedder's replayed state, fed the same batches.
+struct BothObservers(Rc<Applied>, Rc<dyn ApplyObserver>);
+
+impl ApplyObserver for BothObservers {
+    fn applied(&self, batch: &[u8], base_offset: u64) {
+        self.0.applied(batch, base_offset);
+        self.1.applied(batch, base_offset);
+    }
+
+    fn reset(&self, next_offset: u64) {
+        self.0.reset(next_offset);
+        self.1.reset(next_offset);
+    }
 }
 
 fn storage_error_code(e: &StorageError) -> ResponseError {
@@ -181,8 +201,12 @@ impl Partition {
         };
         // The shard syncs the file system once for every partition it opens, before serving.
         let log = Rc::new(PartitionLog::open_unsynced(dir, config).await?);
-        let store = LogStore::open(dir, log.clone()).await.map_err(io)?;
-        let sm = StateMachine::open(dir, log.clone()).await.map_err(io)?;
+        let mut store = LogStore::open(dir, log.clone()).await.map_err(io)?;
+        let mut sm = StateMachine::open(dir, log.clone()).await.map_err(io)?;
+        if spec.replayed.is_some() {
+            store = store.with_saved_committed();
+            sm = sm.with_checkpoint_bytes(u64::MAX);
+        }
         let hw = sm.high_watermark();
         let prefix = sm.prefix_point();
         let applied = Applied::rebuild(
@@ -193,7 +217,11 @@ impl Partition {
             REBUILD_CHUNK_BYTES,
         )
         .await?;
-        let sm = sm.with_observer(applied.clone() as Rc<dyn ApplyObserver>);
+        let observer: Rc<dyn ApplyObserver> = match spec.replayed {
+            Some(r) => Rc::new(BothObservers(applied.clone(), r)),
+            None => applied.clone(),
+        };
+        let sm = sm.with_observer(observer);
         let raft_config =
             group_config(spec.election_min).map_err(|e| io(std::io::Error::other(e)))?;
         let raft = PartitionRaftNode::new(
@@ -252,6 +280,11 @@ impl Partition {
     /// Answers a Raft message from a peer replica of this partition.
     pub async fn serve_raft(&self, request: sluice_raft::RaftRequest) -> sluice_raft::RaftResponse {
         self.group.serve(request).await
+    }
+
+    /// Waits (at most `timeout`) until what this replica knows committed is applied.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
+        self.group.wait_caught_up(timeout).await
     }
 
     /// Calls `f` each time this replica's view of the leadership changes.

@@ -11,7 +11,8 @@ use super::Refusal;
 /// A record timestamp of -1: "none", which the timestamp bounds do not apply to (Kafka).
 const NO_TIMESTAMP: i64 = -1;
 
-/// Kafka's record-level rules for a topic (its log validator's), checked on produce.
+/// Kafka's record-level rules for a topic (its log validator's), checked on produce. The
+/// default checks nothing (for the broker's own logs).
 #[derive(Clone, Copy, Debug)]
 pub struct RecordRules {
     /// `message.timestamp.type=LogAppendTime`: the broker stamps batches, so client
@@ -23,6 +24,17 @@ pub struct RecordRules {
     pub timestamp_before_max_ms: i64,
     /// `message.timestamp.after.max.ms`: how far a CreateTime timestamp may lead the clock.
     pub timestamp_after_max_ms: i64,
+}
+
+impl Default for RecordRules {
+    fn default() -> Self {
+        RecordRules {
+            log_append_time: false,
+            keys_required: false,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
+        }
+    }
 }
 
 /// Splits a produce request's records into whole batches; a torn or empty set, or more than

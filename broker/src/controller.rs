@@ -1,0 +1,474 @@
+//! The controller: cluster metadata as Raft group 0, on shard 0 of every broker.
+//!
+//! The controller's log is a partition log like any other (`Partition`, so the same
+//! storage, Raft and RPC paths) whose batches hold `MetaRecord`s. Its voters are the seed
+//! brokers. Every broker applies the committed log, in order, to its `MetadataImage`
+//! (`Applier`); a publisher task hands each new image to every shard, which opens, closes
+//! or deletes its replicas to match. The group saves its commit point, so a restarted
+//! broker rebuilds its image from its own log before any quorum answers.
+//!
+//! A change is planned on any broker against its image and committed on the controller
+//! leader only if the leader's image is still at the version it was planned against
+//! (optimistic concurrency): a broker that is not the leader forwards the planned records
+//! over the RPC, and a plan made against an outdated image is made again. Planning stays
+//! where the request is; only records travel.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::sync::Semaphore;
+use serde::{Deserialize, Serialize};
+use sluice_protocol::ResponseError;
+use sluice_raft::{ApplyObserver, RaftRequest, RaftResponse};
+use sluice_storage::LogConfig;
+use tracing::{error, info, warn};
+
+use crate::metadata::{decode_change, encode_change, MetaRecord, MetadataImage};
+use crate::partition::{Durability, Partition, RecordRules, ReplicaSpec};
+use crate::shard::Shard;
+
+/// Directory of the controller's log inside the data dir.
+pub const CONTROLLER_DIR: &str = "__controller";
+/// The controller's Raft group id (partitions' ids are never 0).
+pub const CONTROLLER_GROUP: u64 = 0;
+/// Plans of one change made before it gives up (the image kept moving, or no leader).
+const CHANGE_ATTEMPTS: u32 = 100;
+/// Pause before planning again when no controller leader is known.
+const CHANGE_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a commit (local or forwarded) may take before the change is retried.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a broker waits for its image to reach the version a leader reported.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// Pause between attempts to reach a seed that does not answer yet.
+const SEED_RETRY: Duration = Duration::from_millis(500);
+
+/// Messages between brokers' controllers, inside `RaftRequest::Broker`.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum BrokerMessage {
+    /// Commit `records` if the controller's image is at `expected`.
+    Commit {
+        expected: u64,
+        records: Vec<MetaRecord>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum BrokerReply {
+    Committed {
+        version: u64,
+    },
+    /// The image moved on; plan again once at least at `version`.
+    Stale {
+        version: u64,
+    },
+    NotLeader,
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError<E> {
+    #[error("{0}")]
+    Rejected(E),
+    /// No controller leader committed it in time (no quorum, elections).
+    #[error("metadata change not committed: {0}")]
+    Unavailable(String),
+}
+
+/// Applies committed changes to the image on shard 0 and rings the publisher.
+struct Applier {
+    image: RefCell<MetadataImage>,
+    doorbell: flume::Sender<()>,
+}
+
+impl ApplyObserver for Applier {
+    fn applied(&self, batch: &[u8], base_offset: u64) {
+        let count = sluice_storage::parse_header(batch).map_or(0, |h| h.offset_count());
+        let mut image = self.image.borrow_mut();
+        match decode_change(batch) {
+            Ok(records) => records.iter().for_each(|r| image.apply(r)),
+            // The same bytes are skipped the same way on every broker, so images stay alike.
+            Err(e) => {
+                error!(offset = base_offset, error = %e, "undecodable metadata change skipped")
+            }
+        }
+        image.version = base_offset + count;
+        let _ = self.doorbell.try_send(());
+    }
+
+    fn reset(&self, next_offset: u64) {
+        // Only retention and DeleteRecords cut a log, and neither applies to this one.
+        error!(
+            next_offset,
+            "the controller log was cut; the metadata image is kept as it was"
+        );
+    }
+}
+
+/// The version every shard has applied, and who waits for one.
+#[derive(Default)]
+struct Published {
+    version: Cell<u64>,
+    /// At most one waiter per request in flight.
+    waiters: RefCell<Vec<(u64, flume::Sender<()>)>>,
+}
+
+impl Published {
+    fn set(&self, version: u64) {
+        self.version.set(version);
+        self.waiters.borrow_mut().retain(|(v, tx)| {
+            let waiting = *v > version;
+            if !waiting {
+                let _ = tx.try_send(());
+            }
+            waiting
+        });
+    }
+
+    async fn wait(&self, version: u64) {
+        if self.version.get() >= version {
+            return;
+        }
+        let (tx, rx) = flume::bounded(1);
+        self.waiters.borrow_mut().push((version, tx));
+        let _ = rx.recv_async().await;
+    }
+}
+
+pub struct Controller {
+    partition: RefCell<Option<Rc<Partition>>>,
+    applier: Rc<Applier>,
+    published: Rc<Published>,
+    /// Serializes commits on the leader, so the version check and the commit are one step.
+    commit_lock: Semaphore,
+    /// This broker's block of producer ids: the next to hand out and the block's end.
+    producer_ids: Cell<(i64, i64)>,
+    producer_id_lock: Semaphore,
+}
+
+/// Waits for `f` at most `t`.
+async fn within<T>(t: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(t).await;
+        None
+    })
+    .await
+}
+
+impl Controller {
+    /// Opens the controller's log with `voters` (node ids) as the group's initial voters,
+    /// and starts publishing images to every shard of `shard`'s broker (shard 0).
+    pub async fn open(shard: &Rc<Shard>, voters: Vec<u64>) -> Result<Rc<Self>, String> {
+        let (doorbell, rung) = flume::bounded(1);
+        let applier = Rc::new(Applier {
+            image: RefCell::new(MetadataImage::default()),
+            doorbell,
+        });
+        let spec = ReplicaSpec {
+            node: shard.config.node_id as u64,
+            voters,
+            election_min: sluice_raft::ELECTION_TIMEOUT_MIN,
+            transport: shard.raft_peers().transport(CONTROLLER_GROUP),
+            ticker: shard.ticker(),
+            replayed: Some(applier.clone()),
+        };
+        let config = LogConfig {
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let dir = shard.config.data_dir.join(CONTROLLER_DIR);
+        let partition = Partition::open(
+            &dir,
+            CONTROLLER_DIR.to_string(),
+            0,
+            config,
+            RecordRules::default(),
+            spec,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        sluice_storage::sync_file_system(&shard.config.data_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let weak = Rc::downgrade(shard);
+        partition.on_leadership_change(Box::new(move |l| {
+            if let Some(s) = weak.upgrade() {
+                glommio::spawn_local(async move { s.announce_controller(l.leader).await }).detach();
+            }
+        }));
+        shard
+            .announce_controller(partition.leadership().leader)
+            .await;
+        let published = Rc::new(Published::default());
+        let controller = Rc::new(Controller {
+            partition: RefCell::new(Some(partition)),
+            applier: applier.clone(),
+            published: published.clone(),
+            commit_lock: Semaphore::new(1),
+            producer_ids: Cell::new((0, 0)),
+            producer_id_lock: Semaphore::new(1),
+        });
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            while rung.recv_async().await.is_ok() {
+                let image = Arc::new(applier.image.borrow().clone());
+                s.set_peer_addresses(&image).await;
+                s.broadcast_image(image.clone()).await;
+                published.set(image.version);
+            }
+        })
+        .detach();
+        Ok(controller)
+    }
+
+    fn partition(&self) -> Option<Rc<Partition>> {
+        self.partition.borrow().clone()
+    }
+
+    /// The image as applied on this broker (maybe ahead of what the shards have).
+    pub fn image(&self) -> MetadataImage {
+        self.applier.image.borrow().clone()
+    }
+
+    /// Who leads the controller group, as this broker sees it.
+    pub fn leader(&self) -> Option<u64> {
+        self.partition().and_then(|p| p.leadership().leader)
+    }
+
+    /// Waits until this broker applied everything it knows committed and every shard has
+    /// the image, at most `t`.
+    pub async fn catch_up(&self, t: Duration) -> bool {
+        let Some(p) = self.partition() else {
+            return false;
+        };
+        let caught = p.wait_caught_up(t).await;
+        let version = self.applier.image.borrow().version;
+        let _ = self.applier.doorbell.try_send(());
+        within(t, self.published.wait(version)).await.is_some() && caught
+    }
+
+    /// Plans `plan` against the image and commits the records it returns through the
+    /// controller leader, planning again when the image moved; every shard of this broker
+    /// has the resulting image when it returns.
+    pub async fn change<E, P>(&self, shard: &Rc<Shard>, plan: P) -> Result<(), ChangeError<E>>
+    where
+        P: Fn(&MetadataImage) -> Result<Vec<MetaRecord>, E>,
+    {
+        let mut last = String::from("no attempt");
+        for _ in 0..CHANGE_ATTEMPTS {
+            let image = self.image();
+            let records = plan(&image).map_err(ChangeError::Rejected)?;
+            if records.is_empty() {
+                self.published.wait(image.version).await;
+                return Ok(());
+            }
+            let reply = match self.leader() {
+                Some(l) if l == shard.config.node_id as u64 => {
+                    self.commit_here(image.version, records).await
+                }
+                Some(l) => forward(shard, l, image.version, records).await,
+                None => BrokerReply::NotLeader,
+            };
+            match reply {
+                BrokerReply::Committed { version } => {
+                    // Applied here once this broker's replica learns of the commit.
+                    if within(CATCH_UP_WAIT, self.published.wait(version))
+                        .await
+                        .is_none()
+                    {
+                        warn!(
+                            version,
+                            "committed metadata change not applied here in time"
+                        );
+                    }
+                    return Ok(());
+                }
+                BrokerReply::Stale { version } => {
+                    let _ = within(CATCH_UP_WAIT, self.published.wait(version)).await;
+                    last = format!("image moved on to version {version}");
+                }
+                BrokerReply::NotLeader => {
+                    glommio::timer::sleep(CHANGE_BACKOFF).await;
+                    last = "no controller leader".into();
+                }
+                BrokerReply::Failed(e) => {
+                    glommio::timer::sleep(CHANGE_BACKOFF).await;
+                    last = e;
+                }
+            }
+        }
+        Err(ChangeError::Unavailable(last))
+    }
+
+    /// On the leader: commits `records` if the image is at `expected`.
+    pub async fn commit_here(&self, expected: u64, records: Vec<MetaRecord>) -> BrokerReply {
+        let Ok(_permit) = self.commit_lock.acquire_permit(1).await else {
+            return BrokerReply::Failed("controller closed".into());
+        };
+        let Some(p) = self.partition() else {
+            return BrokerReply::Failed("controller closed".into());
+        };
+        if p.check_leader().is_err() {
+            return BrokerReply::NotLeader;
+        }
+        let version = self.applier.image.borrow().version;
+        if version != expected {
+            return BrokerReply::Stale { version };
+        }
+        let batch = encode_change(&records);
+        match within(COMMIT_TIMEOUT, p.produce_own(batch, Durability::Quorum)).await {
+            Some(Ok(_)) => BrokerReply::Committed {
+                version: self.applier.image.borrow().version,
+            },
+            Some(Err(ResponseError::NotLeaderOrFollower)) => BrokerReply::NotLeader,
+            Some(Err(e)) => BrokerReply::Failed(format!("controller write failed: {e:?}")),
+            None => BrokerReply::Failed(format!("no quorum committed within {COMMIT_TIMEOUT:?}")),
+        }
+    }
+
+    /// Answers a peer's `RaftRequest::Broker`.
+    pub async fn serve(&self, bytes: &[u8]) -> RaftResponse {
+        let reply = match serde_json::from_slice::<BrokerMessage>(bytes) {
+            Ok(BrokerMessage::Commit { expected, records }) => {
+                self.commit_here(expected, records).await
+            }
+            Err(e) => {
+                warn!(error = %e, "undecodable broker message");
+                BrokerReply::Failed(format!("undecodable broker message: {e}"))
+            }
+        };
+        RaftResponse::Broker(serde_json::to_vec(&reply).expect("replies serialize"))
+    }
+
+    /// Answers a Raft message for the controller group.
+    pub async fn serve_raft(&self, request: RaftRequest) -> RaftResponse {
+        match self.partition() {
+            Some(p) => p.serve_raft(request).await,
+            None => RaftResponse::Failed("controller closed".into()),
+        }
+    }
+
+    /// A producer id unique in the cluster: from this broker's block, a new block
+    /// committed through the controller when it runs out.
+    pub async fn next_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, String> {
+        let _permit = self
+            .producer_id_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| "controller closed".to_string())?;
+        let (next, end) = self.producer_ids.get();
+        if next < end {
+            self.producer_ids.set((next + 1, end));
+            return Ok(next);
+        }
+        let start = Cell::new(0);
+        self.change(shard, |img| {
+            start.set(img.producer_ids_reserved);
+            Ok::<_, ()>(vec![MetaRecord::ProducerIds {
+                next: img.producer_ids_reserved + crate::metadata::PRODUCER_ID_BLOCK,
+            }])
+        })
+        .await
+        .map_err(|e| match e {
+            ChangeError::Rejected(()) => unreachable!("the plan never refuses"),
+            ChangeError::Unavailable(m) => m,
+        })?;
+        // The plan that committed ran last, against the image the block was taken from.
+        let start = start.get();
+        self.producer_ids
+            .set((start + 1, start + crate::metadata::PRODUCER_ID_BLOCK));
+        Ok(start)
+    }
+
+    /// Stops the controller's group and closes its log.
+    pub async fn close(&self) {
+        let p = self.partition.borrow_mut().take();
+        if let Some(p) = p.and_then(|p| Rc::try_unwrap(p).ok()) {
+            if let Err(e) = p.close().await {
+                warn!(error = %e, "closing the controller log failed");
+            }
+        }
+    }
+}
+
+async fn forward(
+    shard: &Rc<Shard>,
+    leader: u64,
+    expected: u64,
+    records: Vec<MetaRecord>,
+) -> BrokerReply {
+    let msg = serde_json::to_vec(&BrokerMessage::Commit { expected, records })
+        .expect("broker messages serialize");
+    let answer = shard
+        .raft_peers()
+        .call(
+            leader,
+            CONTROLLER_GROUP,
+            RaftRequest::Broker(msg),
+            COMMIT_TIMEOUT,
+        )
+        .await;
+    match answer {
+        Ok(RaftResponse::Broker(b)) => serde_json::from_slice(&b)
+            .unwrap_or_else(|e| BrokerReply::Failed(format!("undecodable controller reply: {e}"))),
+        Ok(other) => BrokerReply::Failed(format!("unexpected controller reply: {other:?}")),
+        Err(e) => BrokerReply::Failed(e),
+    }
+}
+
+/// Resolves `HOST:PORT` off the executor thread (it may ask DNS).
+pub async fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
+    let a = addr.to_string();
+    glommio::executor()
+        .spawn_blocking(move || {
+            use std::net::ToSocketAddrs;
+            a.to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other(format!("{a} resolves to no address")))
+        })
+        .await
+}
+
+/// The node ids of the seeds (the controller's voters), learned by handshake with each;
+/// waits for every seed to answer. Without seeds this broker is the only voter.
+pub async fn discover_seeds(shard: &Rc<Shard>) -> Result<Vec<(u64, SocketAddr)>, String> {
+    let me = shard.config.node_id as u64;
+    let own = shard.config.advertised_rpc();
+    let mut found = Vec::new();
+    for seed in &shard.config.seeds {
+        if Some(seed) == own.as_ref() {
+            continue;
+        }
+        let mut attempts = 0u64;
+        let (id, addr) = loop {
+            attempts += 1;
+            let outcome = match resolve(seed).await {
+                Ok(addr) => shard.raft_peers().discover(addr).await.map(|id| (id, addr)),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(found) => break found,
+                Err(e) => {
+                    if attempts % 20 == 1 {
+                        info!(%seed, error = %e, "waiting for seed broker");
+                    }
+                    if shard.shutting_down.get() {
+                        return Err("stopped while waiting for seeds".into());
+                    }
+                    glommio::timer::sleep(SEED_RETRY).await;
+                }
+            }
+        };
+        if id == me || found.iter().any(|(n, _)| *n == id) {
+            return Err(format!(
+                "seed {seed} answers as node {id}, which another seed (or this broker) is: \
+                 every broker needs its own node.id"
+            ));
+        }
+        info!(%seed, node = id, "seed broker found");
+        found.push((id, addr));
+    }
+    Ok(found)
+}
