@@ -43,8 +43,22 @@ cargo build -p sluice-broker
 export SLUICE_BIN="$PWD/target/debug/sluice"
 unset SLUICE_BOOTSTRAP
 (cd tests/go && go test -count=1 ./...)
-python3 -m pytest tests/python -q
+python3 -m pytest tests/python -q -rs
 mvn -B -f tests/java/pom.xml test
+
+# The same suites against a three-broker cluster with replication-factor-3 topics (and
+# __consumer_offsets), which tests/cluster/cluster.sh starts on free loopback ports.
+cluster_dir=$(mktemp -d)
+trap 'bash tests/cluster/cluster.sh stop --dir "$cluster_dir"' EXIT
+SLUICE_BOOTSTRAP=$(bash tests/cluster/cluster.sh start --dir "$cluster_dir" --brokers 3 --bin "$SLUICE_BIN")
+export SLUICE_BOOTSTRAP SLUICE_TEST_REPLICATION_FACTOR=3
+(cd tests/go && go test -count=1 ./...)
+python3 -m pytest tests/python -q -rs
+mvn -B -f tests/java/pom.xml test
+bash tests/cluster/cluster.sh stop --dir "$cluster_dir"
+trap - EXIT
+rm -rf "$cluster_dir"
+unset SLUICE_BOOTSTRAP SLUICE_TEST_REPLICATION_FACTOR
 
 # The Helm chart: lint and render every values file of the matrix, then decode what it
 # renders strictly into the k8s.io/api types and check it (tests/helm).
