@@ -18,7 +18,7 @@ import (
 func fzClient(t *testing.T, addr string, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	base := []kgo.Opt{
-		kgo.SeedBrokers(addr),
+		kgo.SeedBrokers(brokerList(addr)...),
 		kgo.ClientID("sluice-compat-franz-go"),
 		kgo.DialTimeout(10 * time.Second),
 		kgo.RetryTimeout(20 * time.Second),
@@ -119,7 +119,7 @@ func fzMetadata(ctx context.Context, cl *kgo.Client, topic string) (*kmsg.Metada
 
 func fzWaitTopic(t *testing.T, cl *kgo.Client, topic string, parts int) {
 	t.Helper()
-	err := waitFor(20*time.Second, 100*time.Millisecond, func() error {
+	err := waitFor(topicReadyWait, 100*time.Millisecond, func() error {
 		resp, err := fzMetadata(context.Background(), cl, topic)
 		if err != nil {
 			return err
@@ -134,6 +134,12 @@ func fzWaitTopic(t *testing.T, cl *kgo.Client, topic string, parts int) {
 		for _, p := range rt.Partitions {
 			if p.ErrorCode != 0 || p.Leader < 0 {
 				return fmt.Errorf("partition %d: leader %d error %d", p.Partition, p.Leader, p.ErrorCode)
+			}
+			if len(p.Replicas) != replicationFactor {
+				return fmt.Errorf("partition %d: replicas %v, want %d of them", p.Partition, p.Replicas, replicationFactor)
+			}
+			if p.Leader != p.Replicas[0] {
+				return fmt.Errorf("partition %d: led by %d, not yet by its preferred replica %d", p.Partition, p.Leader, p.Replicas[0])
 			}
 		}
 		return nil
@@ -170,7 +176,7 @@ func TestFranzGo(t *testing.T) {
 
 	// --- CreateTopics with a config, ListTopics ---
 	ctx := testContext(t, 20*time.Second)
-	ctr, err := adm.CreateTopics(ctx, numPartitions, 1, map[string]*string{"retention.ms": kadm.StringPtr("604800000")}, topic)
+	ctr, err := adm.CreateTopics(ctx, numPartitions, int16(replicationFactor), map[string]*string{"retention.ms": kadm.StringPtr("604800000")}, topic)
 	if err != nil {
 		t.Fatalf("CreateTopics: %v", err)
 	}
@@ -193,7 +199,7 @@ func TestFranzGo(t *testing.T) {
 	if err != nil || !all.Has(topic) {
 		t.Fatalf("ListTopics() does not include %s: %v", topic, err)
 	}
-	if ctr2, err := adm.CreateTopics(ctx, numPartitions, 1, nil, topic); err != nil || !errors.Is(ctr2[topic].Err, kerr.TopicAlreadyExists) {
+	if ctr2, err := adm.CreateTopics(ctx, numPartitions, int16(replicationFactor), nil, topic); err != nil || !errors.Is(ctr2[topic].Err, kerr.TopicAlreadyExists) {
 		t.Fatalf("creating %s twice: %v %v; want TOPIC_ALREADY_EXISTS", topic, err, ctr2[topic].Err)
 	}
 
@@ -456,7 +462,7 @@ func TestFranzGoCompression(t *testing.T) {
 	adminCl := fzClient(t, addr)
 	adm := kadm.NewClient(adminCl)
 	ctx := testContext(t, 60*time.Second)
-	if r, err := adm.CreateTopics(ctx, 1, 1, nil, topic); err != nil || r[topic].Err != nil {
+	if r, err := adm.CreateTopics(ctx, 1, int16(replicationFactor), nil, topic); err != nil || r[topic].Err != nil {
 		t.Fatalf("CreateTopics: %v %v", err, r[topic].Err)
 	}
 	fzWaitTopic(t, adminCl, topic, 1)

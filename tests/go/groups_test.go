@@ -39,7 +39,7 @@ func uniqueGroup(prefix string) string {
 // group timers so that joins and leaves are bounded.
 func kgGroupReader(addr, group, topic string) *kafka.Reader {
 	return kafka.NewReader(kafka.ReaderConfig{
-		Brokers:           []string{addr},
+		Brokers:           brokerList(addr),
 		GroupID:           group,
 		Topic:             topic,
 		Dialer:            kgDialer,
@@ -69,7 +69,7 @@ func kgProduce(t *testing.T, addr, topic string, msgs []testMsg) []int {
 		counts[hash.Balance(km, all...)]++
 	}
 	w := &kafka.Writer{
-		Addr:         kafka.TCP(addr),
+		Addr:         kafka.TCP(brokerList(addr)...),
 		Topic:        topic,
 		Balancer:     &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll,
@@ -183,11 +183,11 @@ func TestGroupsKafkaGo(t *testing.T) {
 	phase := phaseTimer(t)
 
 	ctrl := kgControllerConn(t, addr)
-	if err := ctrl.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: numPartitions, ReplicationFactor: 1}); err != nil {
+	if err := ctrl.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: numPartitions, ReplicationFactor: replicationFactor}); err != nil {
 		t.Fatalf("CreateTopics: %v", err)
 	}
 	kgWaitPartitions(t, addr, topic, numPartitions)
-	cl := &kafka.Client{Addr: kafka.TCP(addr), Timeout: 10 * time.Second,
+	cl := &kafka.Client{Addr: kafka.TCP(brokerList(addr)...), Timeout: 10 * time.Second,
 		Transport: &kafka.Transport{ClientID: "sluice-compat-kafka-go", DialTimeout: 10 * time.Second, MetadataTTL: 200 * time.Millisecond}}
 
 	phase("produce")
@@ -487,7 +487,7 @@ func TestGroupsFranzGo(t *testing.T) {
 	adminCl := fzClient(t, addr)
 	adm := kadm.NewClient(adminCl)
 
-	ctr, err := adm.CreateTopics(testContext(t, 20*time.Second), numPartitions, 1, nil, topic)
+	ctr, err := adm.CreateTopics(testContext(t, 20*time.Second), numPartitions, int16(replicationFactor), nil, topic)
 	if err != nil {
 		t.Fatalf("CreateTopics: %v", err)
 	}

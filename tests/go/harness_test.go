@@ -1,10 +1,14 @@
 // Shared harness for the real-client compatibility suites.
 //
-// If SLUICE_BOOTSTRAP is set, every test talks to that address. Otherwise the
-// harness starts the Sluice broker itself (binary from SLUICE_BIN, default
+// If SLUICE_BOOTSTRAP is set (host:port, or several comma-separated, e.g. a
+// cluster from tests/cluster/cluster.sh), every test talks to those brokers.
+// Otherwise the harness starts the Sluice broker itself (binary from SLUICE_BIN, default
 // target/release/sluice under the repo root) on free loopback ports, waits for
 // it, and kills it when the package's tests are done. A missing binary is a
 // test failure, never a skip.
+//
+// SLUICE_TEST_REPLICATION_FACTOR (default 1) is the replication factor of every
+// topic the tests create.
 package compat
 
 import (
@@ -18,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,17 +34,51 @@ const (
 	numPartitions  = 4
 	numMessages    = 10000
 	brokerWaitTime = 30 * time.Second
+	// topicReadyWait bounds the wait for a new topic's partitions to be led by
+	// their preferred replicas (the first). Kafka elects that one at creation;
+	// a Sluice cluster elects any replica first and hands leadership over about
+	// ten election timeouts (~10 s) later. The tests wait for it so that they
+	// test the steady state, not the handover.
+	topicReadyWait = 45 * time.Second
 )
 
 var (
-	bootstrapAddr string // host:port every test uses
+	bootstrapAddr string // host:port[,host:port...] every test uses
 	setupErr      error  // non-nil when the broker could not be provided
+	// replicationFactor is what every topic the tests create asks for.
+	replicationFactor = envReplicationFactor()
 )
+
+// envReplicationFactor reads SLUICE_TEST_REPLICATION_FACTOR (default 1).
+func envReplicationFactor() int {
+	v := os.Getenv("SLUICE_TEST_REPLICATION_FACTOR")
+	if v == "" {
+		return 1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 32767 {
+		fmt.Fprintf(os.Stderr, "compat: FAIL: SLUICE_TEST_REPLICATION_FACTOR=%q is not a positive number\n", v)
+		os.Exit(2)
+	}
+	return n
+}
+
+// brokerList splits a bootstrap string (host:port, comma-separated) into its
+// addresses.
+func brokerList(addr string) []string {
+	var out []string
+	for _, a := range strings.Split(addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
 
 // suiteLimit bounds the whole package run: past it the broker is stopped and
 // the process exits non-zero (go test's own -timeout would panic without
 // stopping the broker).
-const suiteLimit = 170 * time.Second
+const suiteLimit = 300 * time.Second
 
 func TestMain(m *testing.M) {
 	var once sync.Once
@@ -87,7 +126,8 @@ func freePort() (int, error) {
 func setup() (stop func()) {
 	if addr := os.Getenv("SLUICE_BOOTSTRAP"); addr != "" {
 		bootstrapAddr = addr
-		fmt.Fprintf(os.Stderr, "compat: using existing broker at %s (SLUICE_BOOTSTRAP)\n", addr)
+		fmt.Fprintf(os.Stderr, "compat: using existing broker(s) at %s (SLUICE_BOOTSTRAP), replication factor %d\n",
+			addr, replicationFactor)
 		return func() {}
 	}
 

@@ -16,11 +16,39 @@ import (
 // kgDialer bounds every kafka-go connection attempt.
 var kgDialer = &kafka.Dialer{Timeout: 10 * time.Second, ClientID: "sluice-compat-kafka-go"}
 
+// kgDial dials the first of the bootstrap brokers that answers (a Conn talks to
+// one broker).
+func kgDial(addr string) (*kafka.Conn, error) {
+	var errs []error
+	for _, a := range brokerList(addr) {
+		conn, err := kgDialer.Dial("tcp", a)
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("no bootstrap broker of %q answers: %w", addr, errors.Join(errs...))
+}
+
+// kgDialLeader dials the leader of topic/partition, bootstrapping from the
+// first broker that answers.
+func kgDialLeader(t *testing.T, addr, topic string, p int) (*kafka.Conn, error) {
+	var errs []error
+	for _, a := range brokerList(addr) {
+		conn, err := kgDialer.DialLeader(testContext(t, 10*time.Second), "tcp", a, topic, p)
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
 // kgControllerConn dials the cluster controller (CreateTopics/DeleteTopics via
 // Conn must go there).
 func kgControllerConn(t *testing.T, addr string) *kafka.Conn {
 	t.Helper()
-	conn, err := kgDialer.Dial("tcp", addr)
+	conn, err := kgDial(addr)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
@@ -40,12 +68,13 @@ func kgControllerConn(t *testing.T, addr string) *kafka.Conn {
 }
 
 // kgWaitPartitions waits until the topic's metadata shows n partitions, each
-// with a leader.
+// with replicationFactor replicas and led by its preferred replica (see
+// topicReadyWait).
 func kgWaitPartitions(t *testing.T, addr, topic string, n int) []kafka.Partition {
 	t.Helper()
 	var parts []kafka.Partition
-	err := waitFor(20*time.Second, 100*time.Millisecond, func() error {
-		conn, err := kgDialer.Dial("tcp", addr)
+	err := waitFor(topicReadyWait, 100*time.Millisecond, func() error {
+		conn, err := kgDial(addr)
 		if err != nil {
 			return err
 		}
@@ -61,6 +90,12 @@ func kgWaitPartitions(t *testing.T, addr, topic string, n int) []kafka.Partition
 		for _, p := range ps {
 			if p.Leader.Host == "" || p.Leader.ID < 0 {
 				return fmt.Errorf("partition %d has no leader yet", p.ID)
+			}
+			if len(p.Replicas) != replicationFactor {
+				return fmt.Errorf("partition %d has %d replicas %v, want %d", p.ID, len(p.Replicas), p.Replicas, replicationFactor)
+			}
+			if p.Leader.ID != p.Replicas[0].ID {
+				return fmt.Errorf("partition %d led by %d, not yet by its preferred replica %d", p.ID, p.Leader.ID, p.Replicas[0].ID)
 			}
 		}
 		parts = ps
@@ -115,7 +150,7 @@ func kgCheck(got kafka.Message, wantOffset int64, want testMsg) error {
 func kgReadPartition(t *testing.T, addr, topic string, p int, start int64, want []testMsg) {
 	t.Helper()
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:   []string{addr},
+		Brokers:   brokerList(addr),
 		Topic:     topic,
 		Partition: p,
 		Dialer:    kgDialer,
@@ -152,7 +187,7 @@ func TestKafkaGo(t *testing.T) {
 	err := ctrl.CreateTopics(kafka.TopicConfig{
 		Topic:             topic,
 		NumPartitions:     numPartitions,
-		ReplicationFactor: 1,
+		ReplicationFactor: replicationFactor,
 		ConfigEntries:     []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "delete"}},
 	})
 	if err != nil {
@@ -165,15 +200,15 @@ func TestKafkaGo(t *testing.T) {
 		}
 	}
 	// Conn.CreateTopics swallows TOPIC_ALREADY_EXISTS; kafka.Client reports it.
-	if err := ctrl.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: numPartitions, ReplicationFactor: 1}); err != nil {
+	if err := ctrl.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: numPartitions, ReplicationFactor: replicationFactor}); err != nil {
 		t.Fatalf("Conn.CreateTopics of an existing topic: %v (kafka-go ignores TOPIC_ALREADY_EXISTS)", err)
 	}
 	// kafka.Client caches metadata for MetadataTTL (6 s by default); keep it
 	// short so admin changes are seen promptly.
-	cl := &kafka.Client{Addr: kafka.TCP(addr), Timeout: 10 * time.Second,
+	cl := &kafka.Client{Addr: kafka.TCP(brokerList(addr)...), Timeout: 10 * time.Second,
 		Transport: &kafka.Transport{ClientID: "sluice-compat-kafka-go", DialTimeout: 10 * time.Second, MetadataTTL: 200 * time.Millisecond}}
 	ctr, err := cl.CreateTopics(testContext(t, 10*time.Second), &kafka.CreateTopicsRequest{
-		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: numPartitions, ReplicationFactor: 1}},
+		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: numPartitions, ReplicationFactor: replicationFactor}},
 	})
 	if err != nil || !errors.Is(ctr.Errors[topic], kafka.TopicAlreadyExists) {
 		t.Fatalf("Client.CreateTopics of an existing topic: %v %v; want TopicAlreadyExists", err, ctr.Errors)
@@ -197,7 +232,7 @@ func TestKafkaGo(t *testing.T) {
 		}
 	}
 	w := &kafka.Writer{
-		Addr:                   kafka.TCP(addr),
+		Addr:                   kafka.TCP(brokerList(addr)...),
 		Topic:                  topic,
 		Balancer:               &kafka.Hash{},
 		RequiredAcks:           kafka.RequireAll,
@@ -238,7 +273,7 @@ func TestKafkaGo(t *testing.T) {
 	// --- offsets through Conn: first/last and offset for time (ListOffsets) ---
 	lookup := base + int64(numMessages/2) + 1
 	for p := 0; p < numPartitions; p++ {
-		conn, err := kgDialer.DialLeader(testContext(t, 10*time.Second), "tcp", addr, topic, p)
+		conn, err := kgDialLeader(t, addr, topic, p)
 		if err != nil {
 			t.Fatalf("DialLeader p%d: %v", p, err)
 		}
@@ -456,7 +491,7 @@ func TestKafkaGoCompression(t *testing.T) {
 	addr := bootstrap(t)
 	topic := uniqueTopic("compat-kafkago-codecs")
 	ctrl := kgControllerConn(t, addr)
-	if err := ctrl.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}); err != nil {
+	if err := ctrl.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: replicationFactor}); err != nil {
 		t.Fatalf("CreateTopics: %v", err)
 	}
 	kgWaitPartitions(t, addr, topic, 1)
@@ -472,7 +507,7 @@ func TestKafkaGoCompression(t *testing.T) {
 			msgs[i].Value = append(msgs[i].Value, []byte(" "+codec.String()+" compressible compressible compressible")...)
 		}
 		w := &kafka.Writer{
-			Addr: kafka.TCP(addr), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
+			Addr: kafka.TCP(brokerList(addr)...), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
 			Compression: codec, BatchSize: perCodec, BatchTimeout: 5 * time.Millisecond,
 			WriteTimeout: 20 * time.Second, ReadTimeout: 20 * time.Second,
 			Transport: &kafka.Transport{ClientID: "sluice-compat-kafka-go", DialTimeout: 10 * time.Second},

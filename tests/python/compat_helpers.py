@@ -1,5 +1,6 @@
 """Test data and small utilities shared by the Python client suites."""
 
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -7,6 +8,28 @@ from typing import Callable, List, Optional, Tuple
 
 NUM_PARTITIONS = 4
 NUM_MESSAGES = 10_000
+
+
+def _replication_factor() -> int:
+    v = os.environ.get("SLUICE_TEST_REPLICATION_FACTOR", "1")
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"SLUICE_TEST_REPLICATION_FACTOR={v!r} is not a positive number")
+    return n
+
+
+# The replication factor of every topic the tests create (SLUICE_TEST_REPLICATION_FACTOR,
+# default 1; 3 against a three-broker cluster).
+REPLICATION_FACTOR = _replication_factor()
+
+# How long a new topic may take until every partition is led by its preferred replica (the
+# first one). Kafka elects it at creation; a Sluice cluster elects any replica first and hands
+# leadership to the preferred one about ten election timeouts (~10 s) later, so the tests wait
+# for that before they produce, to test the steady state rather than the handover.
+TOPIC_READY_S = 45.0
 
 
 @dataclass

@@ -28,6 +28,8 @@ from confluent_kafka.admin import (
 from compat_helpers import (
     NUM_MESSAGES,
     NUM_PARTITIONS,
+    REPLICATION_FACTOR,
+    TOPIC_READY_S,
     base_timestamp,
     first_at_or_after,
     key_index,
@@ -46,7 +48,7 @@ def _admin(bootstrap):
 
 def _create_topic(adm, topic, partitions, config=None):
     fs = adm.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})],
+        [NewTopic(topic, num_partitions=partitions, replication_factor=REPLICATION_FACTOR, config=config or {})],
         operation_timeout=10, request_timeout=T,
     )
     fs[topic].result(timeout=T)
@@ -60,9 +62,13 @@ def _create_topic(adm, topic, partitions, config=None):
         for p in md.partitions.values():
             if p.leader < 0 or p.error is not None:
                 return f"partition {p.id} leader {p.leader} error {p.error}"
+            if len(p.replicas) != REPLICATION_FACTOR:
+                return f"partition {p.id} replicas {p.replicas}, want {REPLICATION_FACTOR} of them"
+            if p.leader != p.replicas[0]:
+                return f"partition {p.id} led by {p.leader}, not yet by its preferred replica {p.replicas[0]}"
         return None
 
-    wait_for(ready)
+    wait_for(ready, timeout=TOPIC_READY_S)
 
 
 def _produce(bootstrap, topic, msgs, **conf):
@@ -279,10 +285,13 @@ def test_admin_topics_and_configs(bootstrap, produced):
     assert desc.topic_id is not None and not desc.is_internal
     assert sorted(p.id for p in desc.partitions) == list(range(NUM_PARTITIONS))
     assert all(p.leader is not None for p in desc.partitions)
+    assert all(len(p.replicas) == REPLICATION_FACTOR for p in desc.partitions), \
+        [(p.id, [n.id for n in p.replicas]) for p in desc.partitions]
+    assert all(p.isr for p in desc.partitions)
 
     # Creating it again fails with TOPIC_ALREADY_EXISTS.
     with pytest.raises(KafkaException) as ei:
-        adm.create_topics([NewTopic(topic, num_partitions=NUM_PARTITIONS, replication_factor=1)],
+        adm.create_topics([NewTopic(topic, num_partitions=NUM_PARTITIONS, replication_factor=REPLICATION_FACTOR)],
                           request_timeout=T)[topic].result(timeout=T)
     assert ei.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
 

@@ -28,7 +28,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from compat_helpers import NUM_PARTITIONS, unique_topic, wait_for
+from compat_helpers import NUM_PARTITIONS, REPLICATION_FACTOR, TOPIC_READY_S, unique_topic, wait_for
 
 CLIENT_ID = "sluice-compat-group-failover"
 N_MESSAGES = 1500
@@ -236,7 +236,7 @@ class RateProducer(threading.Thread):
 
 def _create_topic(bootstrap, topic):
     adm = AdminClient({"bootstrap.servers": bootstrap, "client.id": CLIENT_ID})
-    fs = adm.create_topics([NewTopic(topic, num_partitions=NUM_PARTITIONS, replication_factor=1)],
+    fs = adm.create_topics([NewTopic(topic, num_partitions=NUM_PARTITIONS, replication_factor=REPLICATION_FACTOR)],
                            operation_timeout=10, request_timeout=T)
     fs[topic].result(timeout=T)
 
@@ -248,9 +248,11 @@ def _create_topic(bootstrap, topic):
             return f"{topic} has {len(md.partitions)} partitions"
         if any(p.leader < 0 or p.error is not None for p in md.partitions.values()):
             return "a partition has no leader yet"
+        if any(p.leader != p.replicas[0] for p in md.partitions.values()):
+            return "a partition is not yet led by its preferred replica"
         return None
 
-    wait_for(ready)
+    wait_for(ready, timeout=TOPIC_READY_S)
     return adm
 
 

@@ -19,7 +19,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from compat_helpers import NUM_PARTITIONS, base_timestamp, make_messages, unique_topic, wait_for
+from compat_helpers import NUM_PARTITIONS, REPLICATION_FACTOR, TOPIC_READY_S, base_timestamp, make_messages, unique_topic, wait_for
 
 CLIENT_ID = "sluice-compat-confluent-groups"
 GROUP_MESSAGES = 2000
@@ -28,7 +28,7 @@ CONSUME_WAIT = 45  # seconds, bound on one consume phase
 
 
 def _create_topic(adm, topic):
-    fs = adm.create_topics([NewTopic(topic, num_partitions=NUM_PARTITIONS, replication_factor=1)],
+    fs = adm.create_topics([NewTopic(topic, num_partitions=NUM_PARTITIONS, replication_factor=REPLICATION_FACTOR)],
                            operation_timeout=10, request_timeout=T)
     fs[topic].result(timeout=T)
 
@@ -40,9 +40,11 @@ def _create_topic(adm, topic):
             return f"{topic} has {len(md.partitions)} partitions"
         if any(p.leader < 0 or p.error is not None for p in md.partitions.values()):
             return "a partition has no leader yet"
+        if any(p.leader != p.replicas[0] for p in md.partitions.values()):
+            return "a partition is not yet led by its preferred replica"
         return None
 
-    wait_for(ready)
+    wait_for(ready, timeout=TOPIC_READY_S)
 
 
 def _produce(bootstrap, topic, msgs):

@@ -10,6 +10,8 @@ from kafka.errors import TopicAlreadyExistsError
 from compat_helpers import (
     NUM_MESSAGES,
     NUM_PARTITIONS,
+    REPLICATION_FACTOR,
+    TOPIC_READY_S,
     base_timestamp,
     first_at_or_after,
     make_messages,
@@ -47,9 +49,13 @@ def _wait_topic(adm, topic, partitions):
             return f"{topic}: {len(d['partitions'])} partitions"
         if any(p["leader"] < 0 or p["error_code"] != 0 for p in d["partitions"]):
             return f"{topic}: partitions without a leader"
+        if any(len(p["replicas"]) != REPLICATION_FACTOR for p in d["partitions"]):
+            return f"{topic}: replicas {[p['replicas'] for p in d['partitions']]}, want {REPLICATION_FACTOR} each"
+        if any(p["leader"] != p["replicas"][0] for p in d["partitions"]):
+            return f"{topic}: a partition is not yet led by its preferred replica"
         return None
 
-    wait_for(ready)
+    wait_for(ready, timeout=TOPIC_READY_S)
 
 
 def _consume(c, want_counts, timeout=60.0):
@@ -81,12 +87,12 @@ def test_kafka_python_round_trip(bootstrap):
     topic = unique_topic("compat-kafka-python")
 
     # --- admin: create, list, describe, create twice ---
-    adm.create_topics([NewTopic(topic, num_partitions=NUM_PARTITIONS, replication_factor=1,
+    adm.create_topics([NewTopic(topic, num_partitions=NUM_PARTITIONS, replication_factor=REPLICATION_FACTOR,
                                 topic_configs={"cleanup.policy": "delete"})], timeout_ms=TIMEOUT_MS)
     _wait_topic(adm, topic, NUM_PARTITIONS)
     assert topic in adm.list_topics()
     with pytest.raises(TopicAlreadyExistsError):
-        adm.create_topics([NewTopic(topic, num_partitions=NUM_PARTITIONS, replication_factor=1)],
+        adm.create_topics([NewTopic(topic, num_partitions=NUM_PARTITIONS, replication_factor=REPLICATION_FACTOR)],
                           timeout_ms=TIMEOUT_MS)
     cluster = adm.describe_cluster()
     assert cluster["brokers"] and cluster["controller_id"] >= 0
@@ -195,7 +201,7 @@ def test_kafka_python_gzip(bootstrap):
     """kafka-python's own gzip batches (the codec it supports without extra packages)."""
     adm = _admin(bootstrap)
     topic = unique_topic("compat-kafka-python-gzip")
-    adm.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)], timeout_ms=TIMEOUT_MS)
+    adm.create_topics([NewTopic(topic, num_partitions=1, replication_factor=REPLICATION_FACTOR)], timeout_ms=TIMEOUT_MS)
     _wait_topic(adm, topic, 1)
     try:
         msgs = make_messages(1000, base_timestamp(), tag=" gzip compressible compressible")

@@ -8,7 +8,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from compat_helpers import unique_topic, wait_for
+from compat_helpers import REPLICATION_FACTOR, unique_topic, wait_for
 
 RECORDS = 40
 COMMITTED = 15
@@ -34,7 +34,7 @@ def _value(samples, name, **labels):
 def test_metrics_parse_and_match(bootstrap, admin_port):
     topic = unique_topic("py-metrics")
     adm = AdminClient({"bootstrap.servers": bootstrap})
-    adm.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=T)
+    adm.create_topics([NewTopic(topic, num_partitions=1, replication_factor=REPLICATION_FACTOR)])[topic].result(timeout=T)
     wait_for(lambda: None if topic in adm.list_topics(timeout=5).topics else f"{topic} not yet in metadata")
 
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})

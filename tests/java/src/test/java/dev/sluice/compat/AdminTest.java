@@ -92,7 +92,7 @@ class AdminTest {
                 .stream().map(Node::id).collect(Collectors.toSet());
 
         // createTopics with configs
-        NewTopic nt = new NewTopic(topic, 4, (short) 1).configs(Map.of(
+        NewTopic nt = new NewTopic(topic, 4, Clients.REPLICATION_FACTOR).configs(Map.of(
                 "retention.ms", "3600000",
                 "cleanup.policy", "delete",
                 "segment.bytes", "16777216"));
@@ -100,7 +100,7 @@ class AdminTest {
 
         // creating it again is TOPIC_ALREADY_EXISTS
         ExecutionException dup = assertThrows(ExecutionException.class,
-                () -> admin.createTopics(List.of(new NewTopic(topic, 4, (short) 1))).all().get(T, TimeUnit.SECONDS));
+                () -> admin.createTopics(List.of(new NewTopic(topic, 4, Clients.REPLICATION_FACTOR))).all().get(T, TimeUnit.SECONDS));
         assertInstanceOf(TopicExistsException.class, dup.getCause(), "second createTopics");
 
         // listTopics
@@ -118,7 +118,7 @@ class AdminTest {
             assertEquals(i, p.partition());
             assertNotNull(p.leader(), "leader of partition " + i);
             assertTrue(brokerIds.contains(p.leader().id()), "leader " + p.leader() + " is a known broker " + brokerIds);
-            assertFalse(p.replicas().isEmpty(), "replicas of partition " + i);
+            assertEquals(Clients.REPLICATION_FACTOR, p.replicas().size(), "replicas of partition " + i + ": " + p.replicas());
             assertFalse(p.isr().isEmpty(), "isr of partition " + i);
         }
 

@@ -76,7 +76,8 @@ public final class Broker implements BeforeAllCallback, ExtensionContext.Store.C
         String env = System.getenv("SLUICE_BOOTSTRAP");
         if (env != null && !env.isBlank()) {
             bootstrap = env.trim();
-            System.out.println("[compat] using SLUICE_BOOTSTRAP=" + bootstrap);
+            System.out.println("[compat] using SLUICE_BOOTSTRAP=" + bootstrap
+                    + ", replication factor " + Clients.REPLICATION_FACTOR);
             return;
         }
         try {

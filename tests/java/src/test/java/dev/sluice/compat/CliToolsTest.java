@@ -59,10 +59,11 @@ class CliToolsTest {
     @Order(1)
     void kafkaTopicsCreateListDescribe() throws Exception {
         Result create = tool(TOPICS, null, 60, "--bootstrap-server", Broker.bootstrap(),
-                "--create", "--topic", topic, "--partitions", "3", "--replication-factor", "1",
+                "--create", "--topic", topic, "--partitions", "3", "--replication-factor", String.valueOf(Clients.REPLICATION_FACTOR),
                 "--config", "retention.ms=86400000");
         assertEquals(0, create.exitCode(), () -> "kafka-topics --create: " + create);
         assertTrue(create.stdout().contains("Created topic " + topic), () -> "kafka-topics --create: " + create);
+        Clients.awaitPreferredLeaders(topic, 3);
 
         Result list = tool(TOPICS, null, 60, "--bootstrap-server", Broker.bootstrap(), "--list");
         assertEquals(0, list.exitCode(), () -> "kafka-topics --list: " + list);
@@ -74,7 +75,7 @@ class CliToolsTest {
         String out = describe.stdout();
         assertTrue(out.contains("Topic: " + topic), () -> "kafka-topics --describe: " + describe);
         assertTrue(out.contains("PartitionCount: 3"), () -> "kafka-topics --describe: " + describe);
-        assertTrue(out.contains("ReplicationFactor: 1"), () -> "kafka-topics --describe: " + describe);
+        assertTrue(out.contains("ReplicationFactor: " + Clients.REPLICATION_FACTOR), () -> "kafka-topics --describe: " + describe);
         assertTrue(out.contains("retention.ms=86400000"), () -> "kafka-topics --describe: " + describe);
         for (int p = 0; p < 3; p++) {
             int part = p;

@@ -17,6 +17,7 @@ import java.util.function.BooleanSupplier;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
@@ -24,6 +25,7 @@ import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 
@@ -32,6 +34,28 @@ final class Clients {
 
     /** Bound for single client operations (create topic, describe, ...). */
     static final long OP_TIMEOUT_S = 30;
+
+    /**
+     * The replication factor of every topic the tests create: SLUICE_TEST_REPLICATION_FACTOR,
+     * default 1 (3 against a three-broker cluster).
+     */
+    static final short REPLICATION_FACTOR = replicationFactor();
+
+    private static short replicationFactor() {
+        String v = System.getenv("SLUICE_TEST_REPLICATION_FACTOR");
+        if (v == null || v.isBlank()) {
+            return 1;
+        }
+        try {
+            short n = Short.parseShort(v.trim());
+            if (n >= 1) {
+                return n;
+            }
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new IllegalArgumentException("SLUICE_TEST_REPLICATION_FACTOR=" + v + " is not a positive number");
+    }
 
     private Clients() {
     }
@@ -95,8 +119,50 @@ final class Clients {
      * KAFKA-14359). Waiting here keeps the suite about the broker's steady-state behaviour.
      */
     static void awaitPartitionsReady(String topic, int n) {
+        awaitPreferredLeaders(topic, n);
         try (KafkaConsumer<byte[], byte[]> c = consumer()) {
             c.endOffsets(partitions(topic, n), Duration.ofSeconds(OP_TIMEOUT_S));
+        }
+    }
+
+    /** Bound for a new topic's partitions to be led by their preferred replicas. */
+    static final Duration PREFERRED_LEADER_WAIT = Duration.ofSeconds(45);
+
+    /**
+     * Waits until each of the topic's n partitions has REPLICATION_FACTOR replicas and is led by
+     * its preferred (first) replica. Kafka elects that one at creation; a Sluice cluster elects
+     * any replica first and hands leadership over about ten election timeouts (~10 s) later.
+     * Waiting keeps the suite about the steady state rather than that handover.
+     */
+    static void awaitPreferredLeaders(String topic, int n) {
+        String[] last = {"nothing described yet"};
+        try (Admin admin = admin()) {
+            waitUntil("partitions of " + topic + " led by their preferred replicas", PREFERRED_LEADER_WAIT, () -> {
+                try {
+                    TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames()
+                            .get(OP_TIMEOUT_S, TimeUnit.SECONDS).get(topic);
+                    if (d.partitions().size() != n) {
+                        last[0] = d.partitions().size() + " partitions";
+                        return false;
+                    }
+                    for (TopicPartitionInfo p : d.partitions()) {
+                        if (p.replicas().size() != REPLICATION_FACTOR || p.leader() == null
+                                || p.leader().id() != p.replicas().get(0).id()) {
+                            last[0] = "partition " + p.partition() + " leader " + p.leader() + " replicas " + p.replicas();
+                            return false;
+                        }
+                    }
+                    return true;
+                } catch (Exception e) {
+                    last[0] = e.toString();
+                    return false;
+                }
+            });
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException(e);
+        } catch (AssertionError e) {
+            throw new AssertionError(e.getMessage() + " (last: " + last[0] + ")", e);
         }
     }
 

@@ -58,7 +58,7 @@ class CompressionTest {
     @ValueSource(strings = {"gzip", "snappy", "lz4", "zstd"})
     void compressedRoundTrip(String codec) throws Exception {
         String topic = Clients.uniqueTopic("compat-" + codec);
-        Clients.createTopic(admin, new NewTopic(topic, PARTITIONS, (short) 1));
+        Clients.createTopic(admin, new NewTopic(topic, PARTITIONS, Clients.REPLICATION_FACTOR));
         List<TopicPartition> tps = Clients.partitions(topic, PARTITIONS);
 
         Random rnd = new Random(codec.hashCode());

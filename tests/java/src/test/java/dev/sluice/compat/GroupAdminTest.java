@@ -161,7 +161,7 @@ class GroupAdminTest {
             // An active group may drop offsets of a topic it is not subscribed to (Kafka checks
             // the members' subscriptions, not just whether the group has members).
             String unsubscribed = topic + "-unsubscribed";
-            admin.createTopics(List.of(new NewTopic(unsubscribed, 1, (short) 1))).all().get(T, TimeUnit.SECONDS);
+            admin.createTopics(List.of(new NewTopic(unsubscribed, 1, Clients.REPLICATION_FACTOR))).all().get(T, TimeUnit.SECONDS);
             TopicPartition unsubscribedTp = new TopicPartition(unsubscribed, 0);
             c.commitSync(Map.of(unsubscribedTp, new OffsetAndMetadata(0)), Duration.ofSeconds(T));
             assertTrue(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(T, TimeUnit.SECONDS)
@@ -247,7 +247,7 @@ class GroupAdminTest {
 
     /** Creates the topic with PARTITIONS partitions; partition p gets 100 * (p + 1) records. */
     private void createAndFill(String topic) throws Exception {
-        Clients.createTopic(admin, new NewTopic(topic, PARTITIONS, (short) 1));
+        Clients.createTopic(admin, new NewTopic(topic, PARTITIONS, Clients.REPLICATION_FACTOR));
         try (KafkaProducer<byte[], byte[]> p = Clients.producer(Map.of())) {
             for (int part = 0; part < PARTITIONS; part++) {
                 for (int i = 0; i < 100 * (part + 1); i++) {

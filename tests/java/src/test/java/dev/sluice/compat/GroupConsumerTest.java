@@ -92,7 +92,7 @@ class GroupConsumerTest {
         long t0 = System.nanoTime();
         String topic = Clients.uniqueTopic("compat-group");
         String group = Clients.uniqueTopic("compat-group-g");
-        Clients.createTopic(admin, new NewTopic(topic, PARTITIONS, (short) 1));
+        Clients.createTopic(admin, new NewTopic(topic, PARTITIONS, Clients.REPLICATION_FACTOR));
         Processed processed = new Processed();
         int total = 2000;
         int first = 800;
@@ -186,7 +186,7 @@ class GroupConsumerTest {
         String group = Clients.uniqueTopic("compat-group-static-g");
         String idA = "static-a-" + group;
         String idB = "static-b-" + group;
-        Clients.createTopic(admin, new NewTopic(topic, PARTITIONS, (short) 1));
+        Clients.createTopic(admin, new NewTopic(topic, PARTITIONS, Clients.REPLICATION_FACTOR));
         Processed processed = new Processed();
         Map<String, Object> staticCfg = Map.of(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "30000");
 
@@ -296,7 +296,7 @@ class GroupConsumerTest {
         String topic = Clients.uniqueTopic("compat-group-fence");
         String group = Clients.uniqueTopic("compat-group-fence-g");
         String id = "fenced-" + group;
-        Clients.createTopic(admin, new NewTopic(topic, 2, (short) 1));
+        Clients.createTopic(admin, new NewTopic(topic, 2, Clients.REPLICATION_FACTOR));
         Processed processed = new Processed();
         Map<String, Object> cfg = Map.of(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "30000",
                 ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "500");
@@ -342,7 +342,7 @@ class GroupConsumerTest {
     void commitWhilePreparingRebalanceIsAccepted() throws Exception {
         String topic = Clients.uniqueTopic("compat-group-prep");
         String group = Clients.uniqueTopic("compat-group-prep-g");
-        Clients.createTopic(admin, new NewTopic(topic, 2, (short) 1));
+        Clients.createTopic(admin, new NewTopic(topic, 2, Clients.REPLICATION_FACTOR));
         TopicPartition p0 = new TopicPartition(topic, 0);
         try (KafkaConsumer<byte[], byte[]> a = consumer(group, null, Map.of());
              KafkaConsumer<byte[], byte[]> b = consumer(group, null, Map.of())) {

@@ -88,7 +88,7 @@ class GroupToolsTest {
     void describeWithLagThenResetToEarliest() throws Exception {
         String topic = Clients.uniqueTopic("compat-gtools");
         String group = Clients.uniqueTopic("compat-gtools-g");
-        Clients.createTopic(admin, new NewTopic(topic, 2, (short) 1));
+        Clients.createTopic(admin, new NewTopic(topic, 2, Clients.REPLICATION_FACTOR));
         TopicPartition p0 = new TopicPartition(topic, 0);
         TopicPartition p1 = new TopicPartition(topic, 1);
         try (KafkaProducer<byte[], byte[]> p = Clients.producer(Map.of())) {

@@ -68,7 +68,7 @@ class ProduceConsumeTest {
         admin = Clients.admin();
         topic = Clients.uniqueTopic("compat-pc");
         tps = Clients.partitions(topic, PARTITIONS);
-        Clients.createTopic(admin, new NewTopic(topic, PARTITIONS, (short) 1));
+        Clients.createTopic(admin, new NewTopic(topic, PARTITIONS, Clients.REPLICATION_FACTOR));
 
         Random rnd = new Random(42);
         // Explicit timestamps, strictly increasing by send order, 10 minutes in the past.

@@ -48,7 +48,7 @@ class RecordRulesTest {
     @Test
     void keylessRecordToCompactedTopicIsInvalidRecord() throws Exception {
         String topic = Clients.uniqueTopic("compat-compact-keys");
-        Clients.createTopic(admin, new NewTopic(topic, 1, (short) 1)
+        Clients.createTopic(admin, new NewTopic(topic, 1, Clients.REPLICATION_FACTOR)
                 .configs(Map.of(TopicConfig.CLEANUP_POLICY_CONFIG, TopicConfig.CLEANUP_POLICY_COMPACT)));
         byte[] value = "no key".getBytes(StandardCharsets.UTF_8);
         try (KafkaProducer<byte[], byte[]> producer = Clients.producer(Map.of(

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# A cluster of Sluice brokers on loopback for the real-client suites (tests/go,
+# tests/python, tests/java), which use it through SLUICE_BOOTSTRAP.
+#
+#   cluster.sh start --dir D [--brokers N] [--bin PATH]
+#       Starts N (default 3) brokers, node ids 1..N, each with one shard (--cores 1), on
+#       free loopback ports, every one an initial voter (the same --seeds list on each),
+#       with default.replication.factor and offsets.topic.replication.factor = N. Waits
+#       (bounded) until every broker's Metadata lists all N, then prints the Kafka
+#       bootstrap list, comma-separated, on stdout. D gets config.toml, broker-I.log,
+#       broker-I.pid, data-I/, bootstrap and admin (the admin HTTP addresses, one a line).
+#       On failure it prints each log's tail, stops what it started and exits non-zero.
+#   cluster.sh stop --dir D
+#       SIGTERM to every broker recorded in D, waits (bounded), then SIGKILL.
+set -euo pipefail
+
+START_TIMEOUT_S=${SLUICE_CLUSTER_START_TIMEOUT_S:-90}
+STOP_TIMEOUT_S=${SLUICE_CLUSTER_STOP_TIMEOUT_S:-20}
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+usage() {
+    echo "usage: cluster.sh start --dir D [--brokers N] [--bin PATH] | stop --dir D" >&2
+    exit 2
+}
+
+cmd=${1:-}
+[ -n "$cmd" ] || usage
+shift
+dir="" brokers=3 bin=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dir) dir=${2:?}; shift 2 ;;
+        --brokers) brokers=${2:?}; shift 2 ;;
+        --bin) bin=${2:?}; shift 2 ;;
+        *) usage ;;
+    esac
+done
+[ -n "$dir" ] || usage
+case "$brokers" in ''|*[!0-9]*|0) die "--brokers wants a positive number, not '$brokers'" ;; esac
+
+# Signals every broker recorded in $dir, waits up to STOP_TIMEOUT_S for them to end, then
+# SIGKILLs what is left. A pid is only signalled while it is still a sluice process.
+stop_cluster() {
+    local pids=() pid f
+    for f in "$dir"/broker-*.pid; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f")
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+            && grep -q sluice "/proc/$pid/cmdline" 2>/dev/null; then
+            pids+=("$pid")
+        fi
+    done
+    [ ${#pids[@]} -gt 0 ] || return 0
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_TIMEOUT_S)) alive
+    while :; do
+        alive=()
+        for pid in "${pids[@]}"; do
+            kill -0 "$pid" 2>/dev/null && alive+=("$pid")
+        done
+        [ ${#alive[@]} -gt 0 ] || break
+        if [ $SECONDS -ge $deadline ]; then
+            echo "cluster.sh: brokers ${alive[*]} still running ${STOP_TIMEOUT_S}s after SIGTERM; SIGKILL" >&2
+            kill -KILL "${alive[@]}" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+    rm -f "$dir"/broker-*.pid
+}
+
+log_tails() {
+    local f
+    for f in "$dir"/broker-*.log; do
+        [ -f "$f" ] || continue
+        echo "----- $f (last 40 lines) -----" >&2
+        tail -n 40 "$f" >&2
+    done
+}
+
+case "$cmd" in
+stop)
+    stop_cluster
+    ;;
+start)
+    if [ -z "$bin" ]; then
+        bin="$(cd "$(dirname "$0")/../.." && pwd)/target/debug/sluice"
+    fi
+    [ -x "$bin" ] || die "no sluice binary at $bin: cargo build -p sluice-broker (or --bin PATH)"
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    ls "$dir"/broker-*.pid >/dev/null 2>&1 && die "$dir already holds a cluster's pids; stop it first"
+
+    # 3 ports per broker (Kafka, RPC, admin HTTP), all bound at once so they differ, then
+    # released for the brokers to take.
+    ports=$(python3 -c '
+import socket, sys
+socks = []
+for _ in range(3 * int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+' "$brokers")
+    read -r -a port <<<"$ports"
+    kafka=() rpc=() admin=()
+    for ((i = 0; i < brokers; i++)); do
+        kafka+=("127.0.0.1:${port[3 * i]}")
+        rpc+=("127.0.0.1:${port[3 * i + 1]}")
+        admin+=("127.0.0.1:${port[3 * i + 2]}")
+    done
+    seeds=$(IFS=,; echo "${rpc[*]}")
+    bootstrap=$(IFS=,; echo "${kafka[*]}")
+
+    cat >"$dir/config.toml" <<EOF
+"default.replication.factor" = $brokers
+"offsets.topic.replication.factor" = $brokers
+EOF
+    trap 'log_tails; stop_cluster' ERR
+    for ((i = 0; i < brokers; i++)); do
+        n=$((i + 1))
+        # setsid: the brokers are not in the caller's process group, so a ^C or a
+        # test harness's group kill does not reach them; stop does.
+        setsid "$bin" start \
+            --node-id "$n" \
+            --data-dir "$dir/data-$n" \
+            --listen "${kafka[i]}" --advertised-listener "${kafka[i]}" \
+            --rpc-listen "${rpc[i]}" --seeds "$seeds" \
+            --admin-listen "${admin[i]}" \
+            --cores 1 --config "$dir/config.toml" \
+            </dev/null >"$dir/broker-$n.log" 2>&1 &
+        echo $! >"$dir/broker-$n.pid"
+    done
+    printf '%s\n' "$bootstrap" >"$dir/bootstrap"
+    printf '%s\n' "${admin[@]}" >"$dir/admin"
+
+    # Ready when each broker, asked on its own, lists all of them.
+    deadline=$((SECONDS + START_TIMEOUT_S))
+    for ((i = 0; i < brokers; i++)); do
+        n=$((i + 1))
+        while :; do
+            pid=$(cat "$dir/broker-$n.pid")
+            kill -0 "$pid" 2>/dev/null || { echo "cluster.sh: broker $n (pid $pid) exited" >&2; false; }
+            listed=$(timeout 10 "$bin" cluster info --brokers "${kafka[i]}" --format json 2>/dev/null \
+                | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["brokers"]))' 2>/dev/null) || listed=0
+            [ "$listed" = "$brokers" ] && break
+            if [ $SECONDS -ge $deadline ]; then
+                echo "cluster.sh: broker $n at ${kafka[i]} lists ${listed:-0} of $brokers brokers after ${START_TIMEOUT_S}s" >&2
+                false
+            fi
+            sleep 0.5
+        done
+    done
+    trap - ERR
+    echo "$bootstrap"
+    ;;
+*)
+    usage
+    ;;
+esac
