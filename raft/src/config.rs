@@ -7,6 +7,11 @@ use openraft::{Config, SnapshotPolicy};
 /// A follower that hears no leader for a random time in [min, 2 × min) starts an election
 /// (Redpanda's `election_timeout_ms` is 1,500 ms); leaders heartbeat every tenth of it.
 pub const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(1_000);
+/// Entries in one append: with batches of up to 1 MiB (`message.max.bytes`), an append of
+/// this many stays well inside the RPC's 64 MiB frame. openraft's default (300) made a
+/// follower that fell behind under load unreachable: the frame could not be encoded, so
+/// every attempt failed and it never caught up.
+pub const MAX_APPEND_ENTRIES: u64 = 32;
 /// Heartbeats per minimum election timeout.
 const HEARTBEATS_PER_ELECTION_TIMEOUT: u64 = 10;
 
@@ -29,6 +34,7 @@ pub fn group_config(election_min: Duration) -> Result<Config, openraft::ConfigEr
         snapshot_policy: SnapshotPolicy::Never,
         enable_tick: false,
         log_stage_capacity: Some(8),
+        max_payload_entries: MAX_APPEND_ENTRIES,
         ..Config::default()
     }
     .validate()

@@ -158,6 +158,13 @@ impl Group {
             .is_ok()
     }
 
+    /// Starts an election now (a new group's preferred replica, not waiting out a timeout).
+    pub async fn elect_now(&self) {
+        if let Err(e) = self.raft.trigger().elect(false).await {
+            warn!(error = %e, "cannot start an election");
+        }
+    }
+
     /// Starts an election now if this replica is its group's only voter (a one-node
     /// cluster need not wait out an election timeout after a restart).
     pub async fn elect_if_alone(&self) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use openraft::AsyncRuntime;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::wire::{self, Envelope, Frame};
 use super::{
@@ -159,7 +159,7 @@ async fn run_link(
         match GlommioRuntime::timeout(RPC_CONNECT_TIMEOUT, connect(local, addr)).await {
             Ok(Ok((stream, _))) => {
                 if let Err(e) = exchange(stream, first, &pending, &frames_sent).await {
-                    debug!(peer = to, %addr, error = %e, "RPC connection ended");
+                    warn!(peer = to, %addr, error = %e, "RPC connection ended");
                 }
             }
             Ok(Err(e)) => {
