@@ -53,10 +53,24 @@ pub enum BrokerMessage {
         expected: u64,
         records: Vec<MetaRecord>,
     },
+    /// Partitions the sender leads (ready for writes) in these terms: how brokers that do
+    /// not hold a replica, or whose follower has not heard from the leader yet, learn
+    /// whom Metadata names.
+    Leaders(Vec<LeaderNotice>),
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct LeaderNotice {
+    pub topic: uuid::Uuid,
+    pub partition: i32,
+    pub leader: u64,
+    pub term: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum BrokerReply {
+    /// A `Leaders` message was taken.
+    Noted,
     Committed {
         version: u64,
     },
@@ -297,6 +311,7 @@ impl Controller {
                     glommio::timer::sleep(CHANGE_BACKOFF).await;
                     last = e;
                 }
+                BrokerReply::Noted => last = "the controller answered a commit oddly".into(),
             }
         }
         Err(ChangeError::Unavailable(last))
@@ -328,11 +343,15 @@ impl Controller {
         }
     }
 
-    /// Answers a peer's `RaftRequest::Broker`.
-    pub async fn serve(&self, bytes: &[u8]) -> RaftResponse {
+    /// Answers a peer's `RaftRequest::Broker` (on shard 0).
+    pub async fn serve(&self, shard: &Rc<Shard>, bytes: &[u8]) -> RaftResponse {
         let reply = match serde_json::from_slice::<BrokerMessage>(bytes) {
             Ok(BrokerMessage::Commit { expected, records }) => {
                 self.commit_here(expected, records).await
+            }
+            Ok(BrokerMessage::Leaders(notices)) => {
+                shard.note_leaders(notices).await;
+                BrokerReply::Noted
             }
             Err(e) => {
                 warn!(error = %e, "undecodable broker message");

@@ -482,6 +482,7 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
             return false;
         }
     }
+    shard.start_leader_notices();
     if !form_cluster(shard, &voters).await {
         return false;
     }

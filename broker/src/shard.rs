@@ -16,7 +16,12 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::{Config, PARTITION_OPEN_CONCURRENCY};
-use crate::controller::{ChangeError, Controller, CONTROLLER_GROUP};
+use crate::controller::{ChangeError, Controller, LeaderNotice, CONTROLLER_GROUP};
+
+/// How often shard 0 sends peers the leaderships its broker's replicas gained.
+const LEADER_NOTICE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// How often it sends all of them again, for peers that restarted.
+const LEADER_RESYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 use crate::metadata::{MetaRecord, MetadataImage, Topic};
 use crate::partition::{Durability, Partition, ReplicaSpec};
 use sluice_raft::rpc::Peers;
@@ -93,6 +98,12 @@ pub struct Shard {
     /// Each partition's leadership as its owner shard last reported it, on every shard
     /// (Metadata answers from here without asking the owner).
     leaders: RefCell<HashMap<(Uuid, i32), Leadership>>,
+    /// (leader, term) of partitions as their leaders announced them, on every shard: for
+    /// partitions with no replica here, and followers that have not heard from a new
+    /// leader yet.
+    announced: RefCell<HashMap<(Uuid, i32), (u64, u64)>>,
+    /// Shard 0: leaderships of this broker's replicas to tell the peers about.
+    outbox: RefCell<Vec<LeaderNotice>>,
     /// Each partition's Raft group id, from the metadata image, for routing RPC messages.
     group_ids: RefCell<HashMap<u64, (Uuid, i32)>>,
     /// Shard 0, with `rpc.listen`: the inter-broker RPC endpoint.
@@ -128,6 +139,8 @@ impl Shard {
             },
             raft_peers: Peers::new(config.node_id as u64),
             leaders: RefCell::new(HashMap::new()),
+            announced: RefCell::new(HashMap::new()),
+            outbox: RefCell::new(Vec::new()),
             group_ids: RefCell::new(HashMap::new()),
             rpc_server: RefCell::new(None),
             config,
@@ -136,7 +149,100 @@ impl Shard {
 
     /// A partition's leadership as its owner last reported it (`None` before it opened).
     pub fn leadership(&self, topic_id: &Uuid, partition: i32) -> Option<Leadership> {
-        self.leaders.borrow().get(&(*topic_id, partition)).copied()
+        let key = (*topic_id, partition);
+        let local = self.leaders.borrow().get(&key).copied();
+        let Some((leader, term)) = self.announced.borrow().get(&key).copied() else {
+            return local;
+        };
+        let announced = Leadership {
+            leader: Some(leader),
+            term,
+            ready: false,
+        };
+        match local {
+            // The newest term wins; a replica that knows no leader in the announced term
+            // has not heard from it yet.
+            Some(l) if l.term > term || (l.term == term && l.leader.is_some()) => Some(l),
+            _ => Some(announced),
+        }
+    }
+
+    /// Records leaderships peers announced, on every shard.
+    pub async fn note_leaders(self: &Rc<Self>, notices: Vec<LeaderNotice>) {
+        for target in 0..self.count {
+            let notices = notices.clone();
+            self.run_on(target, move |s| async move {
+                let mut a = s.announced.borrow_mut();
+                for n in notices {
+                    let e = a
+                        .entry((n.topic, n.partition))
+                        .or_insert((n.leader, n.term));
+                    if n.term >= e.1 {
+                        *e = (n.leader, n.term);
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Shard 0: every `LEADER_NOTICE_INTERVAL` sends the peers what this broker's replicas
+    /// started leading, and every `LEADER_RESYNC_INTERVAL` all it leads (a restarted peer
+    /// learns it so), each as one message per peer.
+    pub fn start_leader_notices(self: &Rc<Self>) {
+        let s = self.clone();
+        glommio::spawn_local(async move {
+            let mut last_resync = std::time::Instant::now();
+            while !s.shutting_down.get() {
+                glommio::timer::sleep(LEADER_NOTICE_INTERVAL).await;
+                let mut notices = std::mem::take(&mut *s.outbox.borrow_mut());
+                if last_resync.elapsed() >= LEADER_RESYNC_INTERVAL {
+                    last_resync = std::time::Instant::now();
+                    for target in 0..s.count {
+                        notices.extend(s.run_on(target, |t| async move { t.led_here() }).await);
+                    }
+                }
+                if notices.is_empty() {
+                    continue;
+                }
+                let msg = serde_json::to_vec(&crate::controller::BrokerMessage::Leaders(notices))
+                    .expect("broker messages serialize");
+                for (peer, _) in s.raft_peers.known() {
+                    let (peers, msg) = (s.raft_peers.clone(), msg.clone());
+                    glommio::spawn_local(async move {
+                        let sent = peers
+                            .call(
+                                peer,
+                                CONTROLLER_GROUP,
+                                sluice_raft::RaftRequest::Broker(msg),
+                                LEADER_NOTICE_INTERVAL * 10,
+                            )
+                            .await;
+                        if let Err(e) = sent {
+                            debug!(peer, error = %e, "leader notice not delivered");
+                        }
+                    })
+                    .detach();
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Partitions this shard's replicas lead, ready for writes.
+    fn led_here(&self) -> Vec<LeaderNotice> {
+        let me = self.config.node_id as u64;
+        self.leaders
+            .borrow()
+            .iter()
+            .filter(|(_, l)| l.ready && l.leader == Some(me))
+            .map(|((topic, partition), l)| LeaderNotice {
+                topic: *topic,
+                partition: *partition,
+                leader: me,
+                term: l.term,
+            })
+            .collect()
     }
 
     /// The node id Metadata names as controller: the controller group's leader, or this
@@ -528,6 +634,19 @@ impl Shard {
         offsets: bool,
     ) {
         self.announce_leadership(key, Some(l)).await;
+        if l.ready {
+            let notice = LeaderNotice {
+                topic: key.0,
+                partition: key.1,
+                leader: self.config.node_id as u64,
+                term: l.term,
+            };
+            self.run_on(
+                0,
+                move |s| async move { s.outbox.borrow_mut().push(notice) },
+            )
+            .await;
+        }
         if !offsets {
             return;
         }
@@ -656,7 +775,7 @@ impl sluice_raft::rpc::Router for ShardRouter {
                 return sluice_raft::RaftResponse::Failed("the controller is not open yet".into());
             };
             return match request {
-                sluice_raft::RaftRequest::Broker(bytes) => c.serve(&bytes).await,
+                sluice_raft::RaftRequest::Broker(bytes) => c.serve(&s, &bytes).await,
                 other => c.serve_raft(other).await,
             };
         }

@@ -233,11 +233,11 @@ impl Partition {
         )
         .await
         .map_err(|e| io(std::io::Error::other(e.to_string())))?;
-        if !raft
+        let fresh = !raft
             .is_initialized()
             .await
-            .map_err(|e| io(std::io::Error::other(e.to_string())))?
-        {
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        if fresh {
             let voters: std::collections::BTreeSet<u64> = spec.voters.iter().copied().collect();
             if let Err(e) = raft.initialize(voters).await {
                 // Another voter may have initialized the group first; it is formed either way.
@@ -248,6 +248,12 @@ impl Partition {
         group.set_preferred_leader(spec.voters.first().copied());
         spec.ticker.register(&group);
         group.elect_if_alone().await;
+        if fresh && spec.voters.len() > 1 && spec.voters.first() == Some(&spec.node) {
+            // A new group's preferred replica stands at once, so it leads from the start
+            // (as Kafka elects the preferred replica at creation) instead of whichever
+            // replica's election timeout ends first, with a handover ten timeouts later.
+            group.elect_now().await;
+        }
         if spec.voters == [spec.node] && !group.wait_ready(SOLE_VOTER_ELECTION_WAIT).await {
             warn!(%topic, partition = index, "sole replica did not become leader in time");
         }
