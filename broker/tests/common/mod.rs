@@ -17,6 +17,8 @@
 //! Also here: rdkafka client helpers and raw-socket Kafka framing built on kafka-protocol.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::future::Future;
@@ -156,6 +158,28 @@ impl Broker {
         broker
     }
 
+    /// Starts a `sluice` without waiting for it to answer (a cluster's brokers wait for
+    /// each other before they serve); `wait_ready` waits.
+    pub fn spawn_with(opts: BrokerOpts) -> Broker {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let (port, admin_port) = free_port_pair();
+        let broker = Broker {
+            backend: Backend::Sluice {
+                child: Mutex::new(None),
+            },
+            opts,
+            dir: Some(dir),
+            port,
+            admin_port,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        broker.spawn();
+        broker
+    }
+
     pub fn start_with(opts: BrokerOpts) -> Broker {
         if let Ok(bootstrap) = std::env::var("SLUICE_BOOTSTRAP") {
             let bootstrap = bootstrap.trim().to_string();
@@ -273,6 +297,11 @@ impl Broker {
     }
 
     fn launch(&self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    fn spawn(&self) {
         match &self.backend {
             Backend::External => unreachable!(),
             Backend::Sluice { child } => {
@@ -341,11 +370,10 @@ impl Broker {
                 );
             }
         }
-        self.wait_ready();
     }
 
     /// Waits (at most `START_TIMEOUT`) until the broker answers ApiVersions.
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
         let addr = self.addr();
         let mut last_err = String::new();
@@ -518,6 +546,22 @@ impl Broker {
             self.kill9();
         }
         self.launch();
+    }
+
+    /// Starts a stopped broker again on the same data dir and ports without waiting for it
+    /// to answer (a whole cluster restarting waits for a quorum first).
+    pub fn respawn(&self) {
+        self.require_lifecycle("respawn");
+        if self.is_alive() {
+            self.kill9();
+        }
+        self.spawn();
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the `sluice` child.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.pid().expect("the broker runs");
+        unsafe { libc::kill(pid as i32, signal) };
     }
 
     fn kill_quietly(&self) {
@@ -765,8 +809,20 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 
 /// Creates a topic (replication factor 1) and waits until its partitions have leaders.
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    create_topic_rf(bootstrap, name, partitions, 1, configs)
+}
+
+/// Creates a topic with `replicas` replicas per partition and waits until its partitions
+/// have leaders.
+pub fn create_topic_rf(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) {
     let admin = admin(bootstrap);
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
     for (k, v) in configs {
         t = t.set(k, v);
     }
@@ -971,6 +1027,33 @@ pub fn read_to_end(
         }
     }
     out
+}
+
+/// `read_to_end` again until `done` holds for what it read (a cluster that just lost a
+/// leader answers NOT_LEADER for a while, and a stale leader may report an older high
+/// watermark); panics past `timeout`.
+pub fn read_until(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+    done: impl Fn(&HashMap<i32, Vec<OwnedMessage>>) -> bool,
+) -> HashMap<i32, Vec<OwnedMessage>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = std::panic::catch_unwind(|| read_to_end(bootstrap, topic, partitions, left));
+        match read {
+            Ok(r) if done(&r) => return r,
+            Ok(r) => assert!(
+                Instant::now() < deadline,
+                "{topic}: read {} records, not what was expected",
+                r.values().map(Vec::len).sum::<usize>()
+            ),
+            Err(_) => assert!(Instant::now() < deadline, "{topic}: reading kept failing"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Proves the broker serves a real client: produce one message with rdkafka (acks=all) to

@@ -1,0 +1,150 @@
+//! A cluster of `sluice` brokers on loopback, for the replication tests.
+//!
+//! Node ids are 1..=n, each broker runs one shard (`--cores 1`: the machine has two cores
+//! and three brokers share them), and every broker is an initial voter: the seeds are all
+//! the RPC addresses, the same list on each. Topics created without a replication factor
+//! get n replicas (`default.replication.factor`), and so does `__consumer_offsets`.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+
+use super::{consumer, free_port_pair, Broker, BrokerOpts, CALL_TIMEOUT};
+
+/// How long a cluster may take until every broker answers and Metadata lists all of them.
+pub const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Cluster {
+    /// `brokers[i]` is node `i + 1`.
+    pub brokers: Vec<Broker>,
+    _config_dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` brokers and waits until each lists all `n` in its Metadata.
+    pub fn start(n: usize) -> Cluster {
+        let config_dir = tempfile::tempdir().expect("config dir");
+        let config = config_dir.path().join("cluster.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "\"default.replication.factor\" = {n}\n\
+                 \"offsets.topic.replication.factor\" = {n}\n\
+                 \"offsets.topic.num.partitions\" = 6\n"
+            ),
+        )
+        .expect("write cluster config");
+        let mut rpc = Vec::new();
+        while rpc.len() < n {
+            let (a, b) = free_port_pair();
+            rpc.extend([a, b]);
+        }
+        rpc.truncate(n);
+        let seeds: Vec<String> = rpc.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let brokers: Vec<Broker> = (0..n)
+            .map(|i| {
+                Broker::spawn_with(BrokerOpts {
+                    cores: 1,
+                    extra_args: vec![
+                        "--config".into(),
+                        config.display().to_string(),
+                        "--node-id".into(),
+                        (i + 1).to_string(),
+                        "--rpc-listen".into(),
+                        seeds[i].clone(),
+                        "--seeds".into(),
+                        seeds.join(","),
+                    ],
+                    nofile: None,
+                })
+            })
+            .collect();
+        let cluster = Cluster {
+            brokers,
+            _config_dir: config_dir,
+        };
+        for b in &cluster.brokers {
+            b.wait_ready();
+        }
+        cluster.wait_brokers_listed();
+        cluster
+    }
+
+    /// Every broker's Kafka address, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.bootstrap().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The Kafka addresses of the brokers that are running.
+    pub fn live_bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .filter(|b| b.is_alive())
+            .map(|b| b.bootstrap().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn node(&self, id: i32) -> &Broker {
+        &self.brokers[(id - 1) as usize]
+    }
+
+    fn wait_brokers_listed(&self) {
+        let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
+        for b in &self.brokers {
+            let c = consumer(b.bootstrap());
+            loop {
+                let listed = c
+                    .fetch_metadata(None, Duration::from_secs(5))
+                    .map(|md| md.brokers().len())
+                    .unwrap_or(0);
+                if listed == self.brokers.len() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "broker {} lists {listed} of {} brokers",
+                    b.bootstrap(),
+                    self.brokers.len()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// The leader of `topic`/`partition` as a running broker's Metadata names it (`None`
+    /// while it has none).
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        let c = consumer(&self.live_bootstrap());
+        let md = c.fetch_metadata(Some(topic), CALL_TIMEOUT).ok()?;
+        let t = md.topics().iter().find(|t| t.name() == topic)?;
+        let p = t.partitions().iter().find(|p| p.id() == partition)?;
+        (p.leader() >= 0 && p.error().is_none()).then_some(p.leader())
+    }
+
+    /// Waits (at most `timeout`) until the partition has a leader other than `not`, and
+    /// returns it with how long that took.
+    pub fn wait_new_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        not: i32,
+        timeout: Duration,
+    ) -> (i32, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self.leader(topic, partition).filter(|l| *l != not) {
+                return (l, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{topic}/{partition} has no leader other than {not} after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Replication on a 3-broker cluster (`common::cluster`), through librdkafka and raw Kafka
+//! requests: every acknowledged record survives kill -9 of partition leaders and of the
+//! controller leader exactly once and in key order; a killed follower catches up; metadata
+//! names every broker and replica, and admin changes made through any broker are committed
+//! by the controller.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use common::*;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer};
+
+const PARTITIONS: i32 = 6;
+/// Election timeout (randomized in [1 s, 2 s)), the tick that notices it, and the client's
+/// metadata refresh: a new leader must be named within this after a kill.
+const ELECTION_SLACK: Duration = Duration::from_secs(10);
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Sends `count` keyed records numbered from `first` (value `key:n`), keys round-robin.
+fn send_keyed(p: &LoggedProducer, topic: &str, first: usize, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for n in first..first + count {
+        let key = format!("k{}", n % 64);
+        let value = format!("{key}:{n}");
+        send_retrying(
+            p,
+            BaseRecord::with_opaque_to(topic, n)
+                .key(key.as_bytes())
+                .payload(value.as_bytes()),
+            deadline,
+        );
+    }
+}
+
+/// Checks what the cluster holds against what was acknowledged: every acknowledged record
+/// at its offset, each value at most once, values of one key in send order.
+fn check_read_back(bootstrap: &str, topic: &str, log: &DeliveryLog) -> usize {
+    let acked = log.acked() as usize;
+    let read = read_until(
+        bootstrap,
+        topic,
+        PARTITIONS,
+        Duration::from_secs(120),
+        |r| r.values().map(Vec::len).sum::<usize>() >= acked,
+    );
+    let mut at: HashMap<(i32, i64), String> = HashMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut last_of_key: HashMap<String, usize> = HashMap::new();
+    for (p, msgs) in &read {
+        for m in msgs {
+            let v = String::from_utf8(m.payload().expect("value").to_vec()).unwrap();
+            let (key, n) = v.split_once(':').expect("key:n");
+            let n: usize = n.parse().unwrap();
+            assert_eq!(m.key(), Some(key.as_bytes()), "key of {v}");
+            *seen.entry(v.clone()).or_default() += 1;
+            if let Some(prev) = last_of_key.insert(key.to_string(), n) {
+                assert!(prev < n, "key {key}: {n} after {prev} in partition {p}");
+            }
+            at.insert((*p, m.offset()), v);
+        }
+    }
+    let dup: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(dup.is_empty(), "records stored more than once: {dup:?}");
+    let mut acked = 0;
+    for d in log.snapshot() {
+        if let Ok(offset) = d.result {
+            acked += 1;
+            let want = format!("k{}:{}", d.id % 64, d.id);
+            assert_eq!(
+                at.get(&(d.partition, offset)),
+                Some(&want),
+                "acknowledged record {want} missing at {}/{offset}",
+                d.partition
+            );
+        }
+    }
+    acked
+}
+
+#[test]
+fn acknowledged_records_survive_leader_and_controller_kills_exactly_once() {
+    run_bounded("failover", Duration::from_secs(420), || {
+        let cluster = Cluster::start(3);
+        let bootstrap = cluster.bootstrap();
+        let topic = unique_name("failover");
+        create_topic_rf(&bootstrap, &topic, PARTITIONS, 3, &[]);
+        let (p, log) = logged_producer(&idempotent_producer_config(&bootstrap));
+        const ROUND: usize = 5_000;
+        send_keyed(&p, &topic, 0, ROUND);
+
+        // The leader of partition 0 dies under load; another replica takes over.
+        let victim = cluster.leader(&topic, 0).expect("partition 0 has a leader");
+        cluster.node(victim).kill9();
+        send_keyed(&p, &topic, ROUND, ROUND);
+        let (next, took) = cluster.wait_new_leader(&topic, 0, victim, ELECTION_SLACK);
+        eprintln!("partition leader {victim} killed: {next} leads after {took:?}");
+        p.flush(Duration::from_secs(120)).expect("flush");
+        cluster.node(victim).restart();
+
+        // Then the controller leader: metadata changes go on through the others.
+        let controller = controller_id(&cluster.live_bootstrap());
+        cluster.node(controller).kill9();
+        send_keyed(&p, &topic, 2 * ROUND, ROUND);
+        let other = unique_name("after-controller");
+        let started = Instant::now();
+        create_topic_rf(&cluster.live_bootstrap(), &other, 1, 3, &[]);
+        eprintln!(
+            "controller {controller} killed: a topic was created through the others in {:?}",
+            started.elapsed()
+        );
+        p.flush(Duration::from_secs(120)).expect("flush");
+        cluster.node(controller).restart();
+        send_keyed(&p, &topic, 3 * ROUND, ROUND);
+        p.flush(Duration::from_secs(120)).expect("flush");
+
+        assert_eq!(
+            log.failed(),
+            0,
+            "an idempotent producer with retries lost records"
+        );
+        let acked = check_read_back(&bootstrap, &topic, &log);
+        assert_eq!(acked, 4 * ROUND);
+        for b in &cluster.brokers {
+            b.assert_alive();
+        }
+    });
+}
+
+/// The controller id Metadata reports.
+fn controller_id(bootstrap: &str) -> i32 {
+    let first = bootstrap.split(',').next().unwrap();
+    let mut s = connect(first.parse().unwrap(), Duration::from_secs(10)).expect("connect");
+    let r = send_request(
+        &mut s,
+        &MetadataRequest::default().with_topics(Some(vec![])),
+        12,
+    );
+    r.controller_id.0
+}
+
+#[test]
+fn metadata_names_every_broker_and_any_broker_takes_admin_changes() {
+    run_bounded("metadata", Duration::from_secs(180), || {
+        let cluster = Cluster::start(3);
+        for (i, b) in cluster.brokers.iter().enumerate() {
+            let mut s = connect(b.addr(), Duration::from_secs(10)).expect("connect");
+            // CreateTopics through every broker: only the controller leader commits, the
+            // others forward.
+            let name = unique_name(&format!("via{}", i + 1));
+            let create = |rf: i16, name: &str| {
+                CreateTopicsRequest::default()
+                    .with_topics(vec![CreatableTopic::default()
+                        .with_name(TopicName(sb(name)))
+                        .with_num_partitions(3)
+                        .with_replication_factor(rf)])
+                    .with_timeout_ms(30_000)
+            };
+            let r = send_request(&mut s, &create(3, &name), 7);
+            assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+            assert_eq!(r.topics[0].replication_factor, 3);
+            let r = send_request(&mut s, &create(4, &unique_name("rf4")), 7);
+            assert_eq!(
+                r.topics[0].error_code, 38,
+                "replication factor 4 on 3 brokers: {r:?}"
+            );
+            // Every broker knows the topic at once, with three replicas per partition and
+            // leaders spread over the brokers.
+            for other in &cluster.brokers {
+                let mut o = connect(other.addr(), Duration::from_secs(10)).expect("connect");
+                let md = send_request(&mut o, &MetadataRequest::default().with_topics(None), 12);
+                assert_eq!(md.brokers.len(), 3, "{md:?}");
+                let t = md
+                    .topics
+                    .iter()
+                    .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(name.as_str()))
+                    .unwrap_or_else(|| panic!("{name} not in {}'s metadata", other.bootstrap()));
+                for p in &t.partitions {
+                    let mut r = p.replica_nodes.clone();
+                    r.sort();
+                    assert_eq!(r, vec![BrokerId(1), BrokerId(2), BrokerId(3)], "{p:?}");
+                }
+                let preferred: Vec<i32> =
+                    t.partitions.iter().map(|p| p.replica_nodes[0].0).collect();
+                let mut distinct = preferred.clone();
+                distinct.sort();
+                distinct.dedup();
+                assert_eq!(distinct.len(), 3, "preferred leaders {preferred:?}");
+            }
+        }
+    });
+}
+
+#[test]
+fn a_killed_follower_catches_up() {
+    run_bounded("catch_up", Duration::from_secs(300), || {
+        let cluster = Cluster::start(3);
+        let bootstrap = cluster.bootstrap();
+        let topic = unique_name("catchup");
+        create_topic_rf(&bootstrap, &topic, 1, 3, &[]);
+        let leader = cluster.leader(&topic, 0).expect("leader");
+        let follower = if leader == 1 { 2 } else { 1 };
+        cluster.node(follower).kill9();
+        let mut cfg = producer_config(&cluster.live_bootstrap());
+        cfg.set("linger.ms", "20").set("batch.size", "1000000");
+        let (p, log) = logged_producer(&cfg);
+        let value = vec![b'x'; 16 << 10];
+        const RECORDS: usize = 4_096; // 64 MiB
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for n in 0..RECORDS {
+            send_retrying(
+                &p,
+                BaseRecord::with_opaque_to(&topic, n)
+                    .partition(0)
+                    .payload(&value[..]),
+                deadline,
+            );
+        }
+        p.flush(Duration::from_secs(120)).expect("flush");
+        assert_eq!(
+            log.acked(),
+            RECORDS as u64,
+            "first failures: {:?}",
+            log.snapshot()
+                .iter()
+                .filter(|d| d.result.is_err())
+                .take(3)
+                .collect::<Vec<_>>()
+        );
+        let started = Instant::now();
+        cluster.node(follower).restart();
+        // Caught up once its replica holds as many bytes as the leader's (the same
+        // entries, replicated frame by frame).
+        loop {
+            let have = replica_bytes(&cluster, follower, &topic);
+            let want = replica_bytes(&cluster, leader, &topic);
+            if have >= want && want > 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "follower {follower} has {have} of {want} bytes"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "follower {follower} caught up on 64 MiB in {:?}",
+            started.elapsed()
+        );
+        let read = read_until(&bootstrap, &topic, 1, Duration::from_secs(120), |r| {
+            r[&0].len() >= RECORDS
+        });
+        assert_eq!(read[&0].len(), RECORDS);
+        assert!(read[&0].iter().all(|m| m.payload() == Some(&value[..])));
+    });
+}
+
+/// Bytes of `topic`-0's replica on `node`, as DescribeLogDirs reports them.
+fn replica_bytes(cluster: &Cluster, node: i32, topic: &str) -> i64 {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::DescribeLogDirsRequest;
+    let mut s = connect(cluster.node(node).addr(), Duration::from_secs(10)).expect("connect");
+    let r = send_request(
+        &mut s,
+        &DescribeLogDirsRequest::default().with_topics(Some(vec![
+            DescribableLogDirTopic::default()
+                .with_topic(TopicName(sb(topic)))
+                .with_partitions(vec![0]),
+        ])),
+        1,
+    );
+    r.results
+        .iter()
+        .flat_map(|d| &d.topics)
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.partition_size)
+        .sum()
+}
