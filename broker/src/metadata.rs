@@ -9,11 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sluice_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use sluice_protocol::kafka_protocol::records::RecordBatchDecoder;
 use sluice_storage::{LogConfig, PartitionLog, RaftIndex, StorageError};
 use uuid::Uuid;
 
@@ -168,41 +166,15 @@ impl MetadataImage {
 
 /// One change as the controller stores it: a record batch of JSON records.
 pub fn encode_change(records: &[MetaRecord]) -> Bytes {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: ts,
-            key: None,
-            value: Some(Bytes::from(
-                serde_json::to_vec(r).expect("metadata records serialize"),
-            )),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+    crate::partition::own_batch(
+        records
+            .iter()
+            .map(|r| {
+                let json = serde_json::to_vec(r).expect("metadata records serialize");
+                (None, Some(json))
+            })
+            .collect(),
     )
-    .expect("metadata records encode");
-    buf.freeze()
 }
 
 /// The records of one stored change. A record that does not decode is an error: an image

@@ -3,11 +3,9 @@
 
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sluice_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use sluice_protocol::kafka_protocol::records::Record;
 use tracing::info;
 
 use sluice_protocol::ResponseError;
@@ -151,38 +149,7 @@ impl Coordinator {
 
 /// Encodes group records (key, value-or-tombstone) as one RecordBatch v2.
 fn encode_records(items: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Bytes {
-    let ts = now_ms();
-    let records: Vec<Record> = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // offset - sequence constant keeps every record in one batch.
-            sequence: i as i32 - 1,
-            timestamp: ts,
-            key: Some(Bytes::from(k)),
-            value: v.map(Bytes::from),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("group records encode");
-    buf.freeze()
+    crate::partition::own_batch(items.into_iter().map(|(k, v)| (Some(k), v)).collect())
 }
 
 pub fn offset_records(group: &str, commits: &[(String, i32, Option<Committed>)]) -> Bytes {

@@ -161,6 +161,51 @@ impl ApplyObserver for BothObservers {
     }
 }
 
+/// One record of the broker's own: key and value, either may be absent.
+pub type OwnRecord = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The broker's own records as one uncompressed RecordBatch v2, for `produce_own`: group
+/// state, offsets, the controller's changes.
+pub fn own_batch(items: Vec<OwnRecord>) -> Bytes {
+    use sluice_protocol::kafka_protocol::records::{
+        Compression, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let records: Vec<Record> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // offset - sequence constant keeps every record in one batch.
+            sequence: i as i32 - 1,
+            timestamp: ts,
+            key: k.map(Bytes::from),
+            value: v.map(Bytes::from),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("records of the broker's own encode");
+    buf.freeze()
+}
+
 fn storage_error_code(e: &StorageError) -> ResponseError {
     use sluice_storage::BatchError;
     match e {
