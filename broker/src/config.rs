@@ -289,6 +289,18 @@ impl Config {
         }
     }
 
+    /// This broker as it registers with the controller.
+    pub fn broker_info(&self) -> crate::metadata::BrokerInfo {
+        let (host, port) = self.advertised();
+        crate::metadata::BrokerInfo {
+            id: self.node_id,
+            host,
+            port,
+            rpc: self.advertised_rpc().unwrap_or_default(),
+            rack: self.broker_rack.clone(),
+        }
+    }
+
     /// (host, port) clients should connect to.
     pub fn advertised(&self) -> (String, i32) {
         if let Some(a) = &self.advertised_listener {

@@ -550,14 +550,7 @@ async fn migrate_legacy(shard: &Rc<Shard>, records: Vec<metadata::MetaRecord>) -
 /// controller quorum when one of these needs a change.
 async fn form_cluster(shard: &Rc<Shard>, voters: &[u64]) -> bool {
     let config = shard.config.clone();
-    let (host, port) = config.advertised();
-    let me = metadata::BrokerInfo {
-        id: config.node_id,
-        host,
-        port,
-        rpc: config.advertised_rpc().unwrap_or_default(),
-        rack: config.broker_rack.clone(),
-    };
+    let me = config.broker_info();
     let voters: Vec<i32> = voters.iter().map(|&v| v as i32).collect();
     let mut waits = 0u64;
     loop {

@@ -267,14 +267,7 @@ impl Shard {
     /// The registered brokers (this one alone before it registered).
     pub fn brokers(&self, image: &MetadataImage) -> Vec<crate::metadata::BrokerInfo> {
         if image.brokers.is_empty() {
-            let (host, port) = self.config.advertised();
-            return vec![crate::metadata::BrokerInfo {
-                id: self.config.node_id,
-                host,
-                port,
-                rpc: self.config.advertised_rpc().unwrap_or_default(),
-                rack: self.config.broker_rack.clone(),
-            }];
+            return vec![self.config.broker_info()];
         }
         image.brokers.values().cloned().collect()
     }

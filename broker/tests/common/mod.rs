@@ -161,23 +161,31 @@ impl Broker {
     /// Starts a `sluice` without waiting for it to answer (a cluster's brokers wait for
     /// each other before they serve); `wait_ready` waits.
     pub fn spawn_with(opts: BrokerOpts) -> Broker {
+        let broker = Broker::local(
+            Backend::Sluice {
+                child: Mutex::new(None),
+            },
+            opts,
+        );
+        broker.spawn();
+        broker
+    }
+
+    /// A broker this harness runs, in a fresh temporary directory on free ports.
+    fn local(backend: Backend, opts: BrokerOpts) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("sluice-test-")
             .tempdir()
             .expect("create temp dir");
         let (port, admin_port) = free_port_pair();
-        let broker = Broker {
-            backend: Backend::Sluice {
-                child: Mutex::new(None),
-            },
+        Broker {
+            backend,
             opts,
             dir: Some(dir),
             port,
             admin_port,
             bootstrap: format!("127.0.0.1:{port}"),
-        };
-        broker.spawn();
-        broker
+        }
     }
 
     pub fn start_with(opts: BrokerOpts) -> Broker {
@@ -195,11 +203,6 @@ impl Broker {
             broker.wait_ready();
             return broker;
         }
-        let dir = tempfile::Builder::new()
-            .prefix("sluice-test-")
-            .tempdir()
-            .expect("create temp dir");
-        let (port, admin_port) = free_port_pair();
         let backend = match std::env::var_os("SLUICE_TEST_KAFKA_SH") {
             Some(script) if !script.is_empty() => Backend::KafkaSh {
                 script: PathBuf::from(script),
@@ -208,14 +211,7 @@ impl Broker {
                 child: Mutex::new(None),
             },
         };
-        let broker = Broker {
-            backend,
-            opts,
-            dir: Some(dir),
-            port,
-            admin_port,
-            bootstrap: format!("127.0.0.1:{port}"),
-        };
+        let broker = Broker::local(backend, opts);
         broker.launch();
         broker
     }
