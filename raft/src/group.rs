@@ -64,6 +64,10 @@ pub struct Group {
     balance_after: Duration,
     /// When this replica's current term as leader started, seen by the ticker.
     leading_since: Cell<Option<Instant>>,
+    /// Until when this replica stands again at every tick while no leader is known: a new
+    /// group's preferred replica, whose first votes may reach peers that have not opened the
+    /// group yet (they apply the same metadata a moment later).
+    eager_until: Cell<Option<Instant>>,
     /// The leadership last reported to `listener`.
     reported: Cell<Option<Leadership>>,
     listener: RefCell<Option<LeadershipListener>>,
@@ -73,6 +77,10 @@ pub struct Group {
 /// timeouts, once that replica has caught up: long enough that a replica flapping up and down
 /// does not drag leadership with it (Kafka checks leader imbalance every 300 s).
 pub const LEADER_BALANCE_ELECTION_TIMEOUTS: u32 = 10;
+
+/// A new group's preferred replica stands this many times within one election timeout while
+/// no leader is known.
+const EAGER_ROUNDS: u32 = 4;
 
 impl Group {
     /// Wraps a Raft built with `group_config(election_min)` (openraft's tick off).
@@ -87,6 +95,7 @@ impl Group {
             preferred: Cell::new(None),
             balance_after: election_min * LEADER_BALANCE_ELECTION_TIMEOUTS,
             leading_since: Cell::new(None),
+            eager_until: Cell::new(None),
             reported: Cell::new(None),
             listener: RefCell::new(None),
         });
@@ -158,8 +167,12 @@ impl Group {
             .is_ok()
     }
 
-    /// Starts an election now (a new group's preferred replica, not waiting out a timeout).
+    /// Starts an election now, and again at each tick for one election timeout while no
+    /// leader is known (a new group's preferred replica, not waiting out a timeout).
     pub async fn elect_now(&self) {
+        let now = Instant::now();
+        self.contact.set(now);
+        self.eager_until.set(Some(now + self.election_min));
         if let Err(e) = self.raft.trigger().elect(false).await {
             warn!(error = %e, "cannot start an election");
         }
@@ -260,10 +273,22 @@ impl Group {
     }
 
     async fn tick(&self, now: Instant) {
-        let (state, own, voters_alone) = {
+        let (state, own, voters_alone, leaderless) = {
             let m = self.metrics.borrow_watched();
             let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-            (m.state, m.id, voters == [m.id])
+            (m.state, m.id, voters == [m.id], m.current_leader.is_none())
+        };
+        let eager = match self.eager_until.get() {
+            Some(until) if now < until && leaderless => {
+                // Not at every tick: a round's votes must have time to come back, or each
+                // new term discards the last one's answers.
+                now.duration_since(self.contact.get()) >= self.election_min / EAGER_ROUNDS
+            }
+            Some(_) => {
+                self.eager_until.set(None);
+                false
+            }
+            None => false,
         };
         if state != ServerState::Leader {
             self.leading_since.set(None);
@@ -282,8 +307,9 @@ impl Group {
             ServerState::Shutdown | ServerState::Learner => Ok(()),
             ServerState::Follower | ServerState::Candidate => {
                 // The only voter of its group has no one to wait for.
-                let due =
-                    voters_alone || now.duration_since(self.contact.get()) >= self.timeout.get();
+                let due = voters_alone
+                    || eager
+                    || now.duration_since(self.contact.get()) >= self.timeout.get();
                 if !due {
                     return;
                 }
