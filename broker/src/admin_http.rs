@@ -1,6 +1,6 @@
-//! The admin port: `/health` (the process serves), `/ready` (metadata loaded, listeners up)
-//! and `/metrics` (Prometheus text, rendered by `telemetry`). A deliberately tiny HTTP/1.0
-//! responder on shard 0.
+//! The admin port: `/health` (the process serves), `/ready` (joined the cluster, the image
+//! current, every local replica open and led) and `/metrics` (Prometheus text, rendered by
+//! `telemetry`). A deliberately tiny HTTP/1.0 responder on shard 0.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpListener;
 
-use crate::shard::Shard;
+use crate::shard::{Readiness, Shard};
 use crate::telemetry;
 
 /// Bytes of an admin request read before answering; the path is all we need.
@@ -35,7 +35,11 @@ pub fn start(shard: Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
                 let head = String::from_utf8_lossy(&buf[..n]);
                 let path = head.split_whitespace().nth(1).unwrap_or("/");
                 let (status, body) = match path {
-                    "/health" | "/ready" => ("200 OK", "ok\n".to_string()),
+                    "/health" => ("200 OK", "ok\n".to_string()),
+                    "/ready" => match readiness(&s).await {
+                        Ok(()) => ("200 OK", "ok\n".to_string()),
+                        Err(why) => ("503 Service Unavailable", why + "\n"),
+                    },
                     "/metrics" => ("200 OK", metrics(&s).await),
                     _ => ("404 Not Found", "not found\n".to_string()),
                 };
@@ -51,6 +55,42 @@ pub fn start(shard: Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
     })
     .detach();
     Ok(())
+}
+
+/// Whether this broker serves what it should: the controller group has a leader, every
+/// shard has the image this broker applied, and every replica assigned here is open and
+/// knows its leader (a broker that just started, or is cut off from a quorum, is not
+/// ready). The reason otherwise.
+async fn readiness(s: &Rc<Shard>) -> Result<(), String> {
+    let Some(controller) = s.controller() else {
+        return Err("not joined to the cluster yet".into());
+    };
+    if controller.leader().is_none() {
+        return Err("the controller group has no leader".into());
+    }
+    let applied = controller.image().version;
+    let mut gaps = Readiness::default();
+    for target in 0..s.count {
+        let (version, r) = s
+            .run_on(target, |sh| async move {
+                (sh.metadata().version, sh.readiness())
+            })
+            .await;
+        if version < applied {
+            return Err(format!(
+                "shard {target} has metadata version {version}, the controller's is {applied}"
+            ));
+        }
+        gaps.add(r);
+    }
+    if gaps.ready() {
+        Ok(())
+    } else {
+        Err(format!(
+            "local replicas: {} not open, {} offline, {} without a leader",
+            gaps.unopened, gaps.offline, gaps.leaderless
+        ))
+    }
 }
 
 /// The exposition: every shard first sets its gauges (partition offsets and sizes,

@@ -32,6 +32,29 @@ pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + 
 
 /// The owner shard of a partition: a pure function of topic id and partition, so every
 /// shard routes the same way without asking anyone.
+/// Counts of the local replicas that cannot serve yet, for `/ready`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Readiness {
+    /// Assigned here, not open yet.
+    pub unopened: usize,
+    /// Their log could not be opened.
+    pub offline: usize,
+    /// Open, and no leader is known to them.
+    pub leaderless: usize,
+}
+
+impl Readiness {
+    pub fn add(&mut self, o: Readiness) {
+        self.unopened += o.unopened;
+        self.offline += o.offline;
+        self.leaderless += o.leaderless;
+    }
+
+    pub fn ready(&self) -> bool {
+        self.unopened == 0 && self.offline == 0 && self.leaderless == 0
+    }
+}
+
 pub fn shard_for(topic_id: &Uuid, partition: i32, shards: usize) -> usize {
     let mut h = crc32c::crc32c(topic_id.as_bytes());
     h = crc32c::crc32c_append(h, &partition.to_be_bytes());
@@ -409,6 +432,28 @@ impl Shard {
 
     pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// What keeps this shard's replicas from serving: for each replica its image assigns
+    /// here, whether it is open and whether it knows a leader.
+    pub fn readiness(&self) -> Readiness {
+        let image = self.metadata();
+        let me = self.config.node_id;
+        let mut r = Readiness::default();
+        for t in image.topics.values() {
+            for p in 0..t.partitions {
+                if self.owner_of(&t.id, p) != self.id || !t.replicas(p).contains(&me) {
+                    continue;
+                }
+                match self.local_partition(&t.id, p) {
+                    Some(part) if part.leadership().leader.is_none() => r.leaderless += 1,
+                    Some(_) => {}
+                    None if self.is_offline(&t.id, p) => r.offline += 1,
+                    None => r.unopened += 1,
+                }
+            }
+        }
+        r
     }
 
     /// Runs `f` with the partition on its owner shard.

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -58,16 +57,9 @@ fn scrape(admin_port: u16) -> Scrape {
 }
 
 fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect admin port");
-    s.set_read_timeout(Some(CALL_TIMEOUT)).unwrap();
-    // One write: the request head arrives whole, as a scraper sends it.
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read admin response");
-    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP head");
-    assert!(head.starts_with("HTTP/1.0 200"), "{path}: {head}");
-    body.to_string()
+    let (status, body) = admin_get(port, path).expect("admin port answers");
+    assert!(status.starts_with("HTTP/1.0 200"), "{path}: {status}");
+    body
 }
 
 /// Parses the text format strictly: every line is a HELP or TYPE comment or a sample

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 
-use super::{consumer, free_port_pair, Broker, BrokerOpts, CALL_TIMEOUT};
+use super::{admin_get, consumer, free_port_pair, Broker, BrokerOpts, CALL_TIMEOUT};
 
 /// How long a cluster may take until every broker answers and Metadata lists all of them.
 pub const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,7 +67,28 @@ impl Cluster {
             b.wait_ready();
         }
         cluster.wait_brokers_listed();
+        cluster.wait_all_ready();
         cluster
+    }
+
+    /// Waits until every broker's `/ready` answers 200: joined, the image current, every
+    /// local replica open and led.
+    pub fn wait_all_ready(&self) {
+        let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
+        for b in &self.brokers {
+            loop {
+                let answer = admin_get(b.admin_port(), "/ready");
+                if matches!(&answer, Ok((status, _)) if status.starts_with("HTTP/1.0 200")) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "broker {} is not ready: {answer:?}",
+                    b.bootstrap()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 
     /// Every broker's Kafka address, comma-separated.

@@ -8,6 +8,8 @@
 //! - `SLUICE_TEST_KAFKA_SH=path/to/benches/kafka/kafka.sh`: run a real one-node Apache Kafka
 //!   through that script instead of `sluice`, with the same lifecycle (kill -9, SIGTERM,
 //!   restart on the same data dir). Used to check the tests themselves against Kafka.
+//! - `SLUICE_TEST_REPLICATION_FACTOR=N` (default 1): the replication factor of the topics
+//!   `create_topic` makes, for a `SLUICE_BOOTSTRAP` cluster.
 //!
 //! The `sluice` child is started with `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the
 //! thread that started it even if the test process is killed or a test times out: start
@@ -803,9 +805,30 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
     futures_lite::future::block_on(f)
 }
 
+/// GET `path` from the admin listener on `port`: the status line and the body.
+pub fn admin_get(port: u16, path: &str) -> io::Result<(String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(CALL_TIMEOUT))?;
+    // One write: the request head arrives whole, as a scraper sends it.
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("no HTTP head in {resp:?}")))?;
+    let status = head.lines().next().unwrap_or_default().to_string();
+    Ok((status, body.to_string()))
+}
+
 /// Creates a topic (replication factor 1) and waits until its partitions have leaders.
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-    create_topic_rf(bootstrap, name, partitions, 1, configs)
+    let replicas = match std::env::var("SLUICE_TEST_REPLICATION_FACTOR") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("SLUICE_TEST_REPLICATION_FACTOR={v:?} is not a number")),
+        Err(_) => 1,
+    };
+    create_topic_rf(bootstrap, name, partitions, replicas, configs)
 }
 
 /// Creates a topic with `replicas` replicas per partition and waits until its partitions
