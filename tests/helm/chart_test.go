@@ -286,9 +286,17 @@ func checkRendering(t *testing.T, r *Rendered, values map[string]any) {
 			break
 		}
 	}
-	for k, v := range valuesConfig(values) {
+	config := valuesConfig(values)
+	for k, v := range config {
 		if !strings.Contains(cm.Data["sluice.toml"], fmt.Sprintf("%q = %s", k, v)) {
 			t.Errorf("config key %s = %s is not in sluice.toml:\n%s", k, v, cm.Data["sluice.toml"])
+		}
+	}
+	// Topics replicate on up to three brokers unless the values set the key.
+	if _, set := config["default.replication.factor"]; !set {
+		want := fmt.Sprintf("%q = %d", "default.replication.factor", min(replicas, 3))
+		if !strings.Contains(cm.Data["sluice.toml"], want) {
+			t.Errorf("sluice.toml lacks %s:\n%s", want, cm.Data["sluice.toml"])
 		}
 	}
 

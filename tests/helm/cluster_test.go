@@ -12,9 +12,9 @@ package helm
 //
 //   SLUICE_BIN=target/release/sluice go test -run TestRenderedClusterRuns -v ./...
 //
-// SLUICE_HELM_RUN_VALUES picks the values file (default ci/1-replica-values.yaml: replication
-// is not in the broker yet; ci/3-replicas-values.yaml once it is). Needs root (mount
-// namespaces, overlay and bind mounts).
+// SLUICE_HELM_RUN_VALUES picks the values file (default ci/3-replicas-values.yaml: the
+// chart's default size, three brokers, the rdkafka suite's topics replicated on all three).
+// Needs root (mount namespaces, overlay and bind mounts).
 
 import (
 	"bufio"
@@ -462,7 +462,7 @@ func runCluster(t *testing.T, bin string) {
 	}
 	valuesFile := os.Getenv("SLUICE_HELM_RUN_VALUES")
 	if valuesFile == "" {
-		valuesFile = "ci/1-replica-values.yaml"
+		valuesFile = "ci/3-replicas-values.yaml"
 	}
 	r := render(t, valuesFile)
 	sts := r.statefulSet(t)
@@ -552,7 +552,8 @@ func runCluster(t *testing.T, bin string) {
 		t.Logf("rdkafka client suite against %s", bootstrap)
 		cmd := exec.Command("cargo", "test", "-p", "sluice-broker", "--test", "rdkafka_compat")
 		cmd.Dir = repoRoot(t)
-		cmd.Env = append(os.Environ(), "SLUICE_BOOTSTRAP="+bootstrap)
+		cmd.Env = append(os.Environ(), "SLUICE_BOOTSTRAP="+bootstrap,
+			"SLUICE_TEST_REPLICATION_FACTOR="+strconv.Itoa(min(replicas, 3)))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("the rdkafka suite against the rendered cluster failed: %v\n%s", err, tail(string(out), 60))
