@@ -2,7 +2,8 @@
 # The whole test suite, as the README gives it: lint, the Rust tests (unit, property,
 # crash, the broker's rdkafka/bad-input/durability suites, and the differential harness
 # against Apache Kafka), then the real-client suites in Go, Python and Java against a
-# `sluice` each suite starts itself, then the Helm chart and the container image.
+# `sluice` each suite starts itself and again against a 3-broker cluster, then the Helm
+# chart and the container image.
 # .ci/run calls this after installing what a fresh machine lacks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,23 @@ unset SLUICE_BOOTSTRAP
 python3 -m pytest tests/python -q
 mvn -B -f tests/java/pom.xml test
 
+# The same suites against a 3-broker cluster on loopback, every topic replicated on all
+# three. Release build: three brokers and a client share two cores.
+cargo build --release -p sluice-broker
+release_bin="$PWD/target/release/sluice"
+cluster_dir=$(mktemp -d)
+trap 'bash tests/cluster/cluster.sh stop --dir "$cluster_dir"' EXIT
+SLUICE_BOOTSTRAP=$(bash tests/cluster/cluster.sh start --dir "$cluster_dir" --bin "$release_bin")
+SLUICE_ADMIN=$(paste -sd, "$cluster_dir/admin")
+export SLUICE_BOOTSTRAP SLUICE_ADMIN SLUICE_TEST_REPLICATION_FACTOR=3
+cargo test -p sluice-broker --test rdkafka_compat
+(cd tests/go && go test -count=1 ./...)
+python3 -m pytest tests/python -q
+mvn -B -f tests/java/pom.xml test
+bash tests/cluster/cluster.sh stop --dir "$cluster_dir"
+trap - EXIT
+unset SLUICE_BOOTSTRAP SLUICE_ADMIN SLUICE_TEST_REPLICATION_FACTOR
+
 # The Helm chart: lint and render every values file of the matrix, then decode what it
 # renders strictly into the k8s.io/api types and check it (tests/helm).
 helm_bin=$(bash tests/helm/install-helm.sh)
@@ -59,6 +77,5 @@ done
 bash tests/image/run.sh
 # The rendered cluster runs: the StatefulSet helm renders, started here as the kubelet would
 # (mount namespaces, a private /etc/hosts; needs root), then the chart's helm test pod and
-# the rdkafka suite through the client Service. One replica until the broker takes seeds
-# naming other brokers; then SLUICE_HELM_RUN_VALUES=ci/3-replicas-values.yaml.
-(cd tests/helm && HELM="$helm_bin" SLUICE_RDKAFKA_SUITE=1 go test -count=1 -run TestRenderedClusterRuns ./...)
+# the rdkafka suite through the client Service, on the chart's default three replicas.
+(cd tests/helm && HELM="$helm_bin" SLUICE_BIN="$release_bin" SLUICE_RDKAFKA_SUITE=1 go test -count=1 -run TestRenderedClusterRuns ./...)

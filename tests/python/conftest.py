@@ -1,6 +1,7 @@
 """Broker harness for the Python real-client compatibility suites.
 
-If SLUICE_BOOTSTRAP is set, the tests use that address. Otherwise a
+If SLUICE_BOOTSTRAP is set, the tests use that address (or comma-separated
+addresses), and SLUICE_ADMIN names the brokers' admin HTTP addresses. Otherwise a
 session-scoped fixture starts the Sluice broker (binary from SLUICE_BIN,
 default target/release/sluice under the repo root) on free loopback ports,
 waits for it and stops it at the end. A missing binary fails the run; it is
@@ -57,11 +58,16 @@ def _tail(path, limit=4000):
 
 
 @pytest.fixture(scope="session")
-def admin_port(bootstrap):
-    """The admin HTTP port of the broker under test; skips for SLUICE_BOOTSTRAP brokers."""
-    if "admin_port" not in _STARTED:
-        pytest.skip("SLUICE_BOOTSTRAP broker: its admin port is unknown")
-    return _STARTED["admin_port"]
+def admin_addrs(bootstrap):
+    """host:port of the admin HTTP listener of every broker under test: the one this session
+    started, or SLUICE_ADMIN (comma-separated) beside SLUICE_BOOTSTRAP."""
+    if "admin_port" in _STARTED:
+        return [f"127.0.0.1:{_STARTED['admin_port']}"]
+    addrs = [a for a in os.environ.get("SLUICE_ADMIN", "").split(",") if a]
+    if not addrs:
+        pytest.fail("SLUICE_BOOTSTRAP is set without SLUICE_ADMIN: set SLUICE_ADMIN to the "
+                    "brokers' admin addresses (tests/cluster/cluster.sh writes them to D/admin)")
+    return addrs
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ COMMITTED = 15
 T = 15  # seconds, per client call
 
 
-def _scrape(admin_port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=T) as r:
+def _scrape(admin):
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=T) as r:
         text = r.read().decode()
     samples = {}
     for family in text_string_to_metric_families(text):
@@ -31,7 +31,17 @@ def _value(samples, name, **labels):
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
 
 
-def test_metrics_parse_and_match(bootstrap, admin_port):
+def _total(scrapes, name, **labels):
+    """A counter over the cluster: each broker counts what it served."""
+    return sum(_value(s, name, **labels) for s in scrapes)
+
+
+def _most(scrapes, name, **labels):
+    """A gauge every replica reports: the leader's is the newest."""
+    return max(_value(s, name, **labels) for s in scrapes)
+
+
+def test_metrics_parse_and_match(bootstrap, admin_addrs):
     topic = unique_topic("py-metrics")
     adm = AdminClient({"bootstrap.servers": bootstrap})
     adm.create_topics([NewTopic(topic, num_partitions=1, replication_factor=REPLICATION_FACTOR)])[topic].result(timeout=T)
@@ -54,11 +64,11 @@ def test_metrics_parse_and_match(bootstrap, admin_port):
     c.commit(offsets=[TopicPartition(topic, 0, COMMITTED)], asynchronous=False)
     c.close()
 
-    s = _scrape(admin_port)
-    assert _value(s, "sluice_topic_records_in_total", topic=topic) == RECORDS
-    assert _value(s, "sluice_topic_records_out_total", topic=topic) == RECORDS
-    assert _value(s, "sluice_partition_high_watermark", topic=topic, partition="0") == RECORDS
-    assert _value(s, "sluice_partition_log_end_offset", topic=topic, partition="0") == RECORDS
-    assert _value(s, "sluice_group_lag", group=group, topic=topic, partition="0") == RECORDS - COMMITTED
-    assert _value(s, "sluice_requests_total", api="Produce") >= 1
-    assert _value(s, "sluice_storage_fdatasync_seconds_count") > 0
+    s = [_scrape(a) for a in admin_addrs]
+    assert _total(s, "sluice_topic_records_in_total", topic=topic) == RECORDS
+    assert _total(s, "sluice_topic_records_out_total", topic=topic) == RECORDS
+    assert _most(s, "sluice_partition_high_watermark", topic=topic, partition="0") == RECORDS
+    assert _most(s, "sluice_partition_log_end_offset", topic=topic, partition="0") == RECORDS
+    assert _most(s, "sluice_group_lag", group=group, topic=topic, partition="0") == RECORDS - COMMITTED
+    assert _total(s, "sluice_requests_total", api="Produce") >= 1
+    assert _total(s, "sluice_storage_fdatasync_seconds_count") > 0
