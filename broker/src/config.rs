@@ -249,17 +249,17 @@ impl Config {
         self.validate_seeds()
     }
 
-    /// The seeds are the initial voters' RPC addresses and must include this broker's own,
-    /// so every initial broker has the same list.
+    /// The seeds are the initial voters' RPC addresses, the same list on every initial
+    /// broker; a broker whose own address is not among them joins the cluster they formed.
     fn validate_seeds(&self) -> Result<(), ConfigError> {
         if self.seeds.is_empty() {
             return Ok(());
         }
-        let Some(own) = self.advertised_rpc() else {
+        if self.advertised_rpc().is_none() {
             return Err(ConfigError::Invalid(
                 "seeds need rpc.listen (--rpc-listen): a seed is a broker's RPC address".into(),
             ));
-        };
+        }
         for seed in &self.seeds {
             if seed
                 .rsplit_once(':')
@@ -270,14 +270,16 @@ impl Config {
                 )));
             }
         }
-        if !self.seeds.contains(&own) {
-            return Err(ConfigError::Invalid(format!(
-                "the seeds {:?} do not include this broker's RPC address {own} \
-                 (advertised.rpc.listener, or rpc.listen)",
-                self.seeds
-            )));
-        }
         Ok(())
+    }
+
+    /// Whether this broker is one of the controller's voters: it is among the seeds, or
+    /// there are none (a one-node cluster).
+    pub fn is_seed(&self) -> bool {
+        self.seeds.is_empty()
+            || self
+                .advertised_rpc()
+                .is_some_and(|own| self.seeds.contains(&own))
     }
 
     /// This broker's RPC address as peers reach it, if it listens for RPC.

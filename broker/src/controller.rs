@@ -44,6 +44,8 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// Pause between attempts to reach a seed that does not answer yet.
 const SEED_RETRY: Duration = Duration::from_millis(500);
+/// Pause between a joining broker's rounds of asking the seeds to admit it.
+const JOIN_RETRY: Duration = Duration::from_millis(500);
 
 /// Messages between brokers' controllers, inside `RaftRequest::Broker`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,6 +59,14 @@ pub enum BrokerMessage {
     /// not hold a replica, or whose follower has not heard from the leader yet, learn
     /// whom Metadata names.
     Leaders(Vec<LeaderNotice>),
+    /// A broker not among the seeds asks to join: the controller leader adds `node` to
+    /// the controller group as a learner, reaching it at `rpc`. A broker that is not the
+    /// leader passes it on to the leader once (`forwarded`).
+    Join {
+        node: u64,
+        rpc: String,
+        forwarded: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -80,6 +90,8 @@ pub enum BrokerReply {
     },
     NotLeader,
     Failed(String),
+    /// Never to be retried: the request contradicts the cluster (a node id taken).
+    Refused(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -311,6 +323,7 @@ impl Controller {
                     glommio::timer::sleep(CHANGE_BACKOFF).await;
                     last = e;
                 }
+                BrokerReply::Refused(e) => return Err(ChangeError::Unavailable(e)),
                 BrokerReply::Noted => last = "the controller answered a commit oddly".into(),
             }
         }
@@ -353,12 +366,104 @@ impl Controller {
                 shard.note_leaders(notices).await;
                 BrokerReply::Noted
             }
+            Ok(BrokerMessage::Join {
+                node,
+                rpc,
+                forwarded,
+            }) => self.admit(shard, node, rpc, forwarded).await,
             Err(e) => {
                 warn!(error = %e, "undecodable broker message");
                 BrokerReply::Failed(format!("undecodable broker message: {e}"))
             }
         };
         RaftResponse::Broker(serde_json::to_vec(&reply).expect("replies serialize"))
+    }
+
+    /// On the leader: adds a joining broker to the controller group as a learner, after
+    /// checking that its node id is its own. Elsewhere: passes the request on to the leader.
+    async fn admit(
+        &self,
+        shard: &Rc<Shard>,
+        node: u64,
+        rpc: String,
+        forwarded: bool,
+    ) -> BrokerReply {
+        let Some(p) = self.partition() else {
+            return BrokerReply::Failed("controller closed".into());
+        };
+        match self.leader() {
+            Some(l) if l == shard.config.node_id as u64 => {}
+            Some(l) if !forwarded => {
+                let msg = BrokerMessage::Join {
+                    node,
+                    rpc,
+                    forwarded: true,
+                };
+                return call_controller(shard, l, &msg).await;
+            }
+            _ => return BrokerReply::NotLeader,
+        }
+        if p.voters().contains(&node) {
+            return BrokerReply::Refused(format!(
+                "node id {node} is a voter of the controller (a seed broker): give the \
+                 joining broker a node.id of its own"
+            ));
+        }
+        if let Some(b) = self.image().brokers.get(&(node as i32)) {
+            if b.rpc != rpc {
+                return BrokerReply::Refused(format!(
+                    "node id {node} is registered with RPC address {}, not {rpc}: give \
+                     the joining broker a node.id of its own",
+                    b.rpc
+                ));
+            }
+        }
+        let addr = match resolve(&rpc).await {
+            Ok(a) => a,
+            Err(e) => return BrokerReply::Failed(format!("cannot resolve {rpc}: {e}")),
+        };
+        shard.set_addresses(vec![(node, addr)]).await;
+        match p.add_learner(node).await {
+            Ok(()) => {
+                info!(node, %rpc, "broker joins the controller group as a learner");
+                BrokerReply::Noted
+            }
+            Err(_) => BrokerReply::NotLeader,
+        }
+    }
+
+    /// On a broker that is not a seed: asks the seeds, in turn, until the controller leader
+    /// admitted this broker. Err for a refusal (its node id is taken) or a stop.
+    pub async fn join(&self, shard: &Rc<Shard>, seeds: &[(u64, SocketAddr)]) -> Result<(), String> {
+        let node = shard.config.node_id as u64;
+        let rpc = shard
+            .config
+            .advertised_rpc()
+            .ok_or("joining a cluster needs rpc.listen (--rpc-listen)")?;
+        let mut rounds = 0u64;
+        loop {
+            for (seed, _) in seeds {
+                let msg = BrokerMessage::Join {
+                    node,
+                    rpc: rpc.clone(),
+                    forwarded: false,
+                };
+                match call_controller(shard, *seed, &msg).await {
+                    BrokerReply::Noted => return Ok(()),
+                    BrokerReply::Refused(e) => return Err(e),
+                    other => {
+                        if rounds.is_multiple_of(20) {
+                            info!(seed, reply = ?other, "waiting to be admitted to the cluster");
+                        }
+                    }
+                }
+            }
+            if shard.shutting_down.get() {
+                return Err("stopped while joining the cluster".into());
+            }
+            rounds += 1;
+            glommio::timer::sleep(JOIN_RETRY).await;
+        }
     }
 
     /// Answers a Raft message for the controller group.
@@ -418,12 +523,16 @@ async fn forward(
     expected: u64,
     records: Vec<MetaRecord>,
 ) -> BrokerReply {
-    let msg = serde_json::to_vec(&BrokerMessage::Commit { expected, records })
-        .expect("broker messages serialize");
+    call_controller(shard, leader, &BrokerMessage::Commit { expected, records }).await
+}
+
+/// Sends `msg` to the controller on broker `to` and returns its reply.
+async fn call_controller(shard: &Rc<Shard>, to: u64, msg: &BrokerMessage) -> BrokerReply {
+    let msg = serde_json::to_vec(msg).expect("broker messages serialize");
     let answer = shard
         .raft_peers()
         .call(
-            leader,
+            to,
             CONTROLLER_GROUP,
             RaftRequest::Broker(msg),
             COMMIT_TIMEOUT,
@@ -450,44 +559,61 @@ pub async fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
         .await
 }
 
-/// The node ids of the seeds (the controller's voters), learned by handshake with each;
-/// waits for every seed to answer. Without seeds this broker is the only voter.
-pub async fn discover_seeds(shard: &Rc<Shard>) -> Result<Vec<(u64, SocketAddr)>, String> {
+/// The node ids of the seeds (the controller's voters), learned by handshake with each.
+/// A seed waits for every other seed to answer (they form the controller group together);
+/// a broker that is not a seed (`joining`) for any one of them. Without seeds this broker
+/// is the only voter.
+pub async fn discover_seeds(
+    shard: &Rc<Shard>,
+    joining: bool,
+) -> Result<Vec<(u64, SocketAddr)>, String> {
     let me = shard.config.node_id as u64;
     let own = shard.config.advertised_rpc();
-    let mut found = Vec::new();
-    for seed in &shard.config.seeds {
-        if Some(seed) == own.as_ref() {
-            continue;
+    let mut found: Vec<(u64, SocketAddr)> = Vec::new();
+    let mut waiting: Vec<&String> = shard
+        .config
+        .seeds
+        .iter()
+        .filter(|s| Some(*s) != own.as_ref())
+        .collect();
+    let mut attempts = 0u64;
+    let done = |waiting: &[&String], found: &[(u64, SocketAddr)]| {
+        waiting.is_empty() || (joining && !found.is_empty())
+    };
+    while !done(&waiting, &found) {
+        if attempts > 0 {
+            if shard.shutting_down.get() {
+                return Err("stopped while waiting for seeds".into());
+            }
+            glommio::timer::sleep(SEED_RETRY).await;
         }
-        let mut attempts = 0u64;
-        let (id, addr) = loop {
-            attempts += 1;
+        attempts += 1;
+        let mut still = Vec::new();
+        for seed in waiting {
             let outcome = match resolve(seed).await {
                 Ok(addr) => shard.raft_peers().discover(addr).await.map(|id| (id, addr)),
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(found) => break found,
+                Ok((id, addr)) => {
+                    if id == me || found.iter().any(|(n, _)| *n == id) {
+                        return Err(format!(
+                            "seed {seed} answers as node {id}, which another seed (or this \
+                             broker) is: every broker needs its own node.id"
+                        ));
+                    }
+                    info!(%seed, node = id, "seed broker found");
+                    found.push((id, addr));
+                }
                 Err(e) => {
                     if attempts % 20 == 1 {
                         info!(%seed, error = %e, "waiting for seed broker");
                     }
-                    if shard.shutting_down.get() {
-                        return Err("stopped while waiting for seeds".into());
-                    }
-                    glommio::timer::sleep(SEED_RETRY).await;
+                    still.push(seed);
                 }
             }
-        };
-        if id == me || found.iter().any(|(n, _)| *n == id) {
-            return Err(format!(
-                "seed {seed} answers as node {id}, which another seed (or this broker) is: \
-                 every broker needs its own node.id"
-            ));
         }
-        info!(%seed, node = id, "seed broker found");
-        found.push((id, addr));
+        waiting = still;
     }
     Ok(found)
 }

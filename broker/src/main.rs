@@ -440,7 +440,10 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
             }
         }
     }
-    let seeds = match controller::discover_seeds(shard).await {
+    // A broker not among the seeds joins the running cluster: a learner of the controller
+    // group, admitted by its leader, then registered like any broker.
+    let joining = !config.is_seed();
+    let seeds = match controller::discover_seeds(shard, joining).await {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
@@ -449,7 +452,9 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
     };
     shard.set_addresses(seeds.clone()).await;
     let mut voters: Vec<u64> = seeds.iter().map(|(n, _)| *n).collect();
-    voters.push(config.node_id as u64);
+    if !joining {
+        voters.push(config.node_id as u64);
+    }
     voters.sort_unstable();
     let legacy = match metadata::read_legacy(&config.data_dir, config.node_id).await {
         Ok(l) => l,
@@ -458,7 +463,7 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
             return false;
         }
     };
-    if legacy.is_some() && voters.len() > 1 {
+    if legacy.is_some() && (joining || voters.len() > 1) {
         error!(
             "{} holds a one-node broker's metadata from an earlier build; start it alone \
              once (no other seeds) to migrate it, or use an empty data dir to join a cluster",
@@ -474,6 +479,12 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
         }
     };
     shard.set_controller(c.clone());
+    if joining {
+        if let Err(e) = c.join(shard, &seeds).await {
+            error!("cannot join the cluster: {e}");
+            return false;
+        }
+    }
     if !c.catch_up(STARTUP_WAIT).await {
         warn!("the controller log was not replayed in time; going on with what is applied");
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::*;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::message::Message;
@@ -284,4 +284,110 @@ fn replica_bytes(cluster: &Cluster, node: i32, topic: &str) -> i64 {
         .flat_map(|t| &t.partitions)
         .map(|p| p.partition_size)
         .sum()
+}
+
+/// Waits until `b`'s Metadata lists `n` brokers.
+fn wait_brokers(b: &Broker, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = connect(b.addr(), Duration::from_secs(10)).expect("connect");
+        let md = send_request(&mut s, &MetadataRequest::default().with_topics(None), 12);
+        if md.brokers.len() == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} lists {} brokers, want {n}",
+            b.bootstrap(),
+            md.brokers.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_broker_beyond_the_seeds_joins_takes_replicas_and_rejoins() {
+    run_bounded("join", Duration::from_secs(300), || {
+        let cluster = Cluster::start(3);
+        let joiner = cluster.spawn_joiner(4);
+        let started = Instant::now();
+        joiner.wait_ready();
+        for b in cluster.brokers.iter().chain([&joiner]) {
+            wait_brokers(b, 4);
+        }
+        eprintln!(
+            "broker 4 joined and is listed everywhere after {:?}",
+            started.elapsed()
+        );
+
+        // A topic led by the new broker: every partition's preferred replica is 4.
+        let topic = unique_name("joined");
+        let assignments = (0..PARTITIONS)
+            .map(|p| {
+                CreatableReplicaAssignment::default()
+                    .with_partition_index(p)
+                    .with_broker_ids(vec![
+                        BrokerId(4),
+                        BrokerId(p % 3 + 1),
+                        BrokerId((p + 1) % 3 + 1),
+                    ])
+            })
+            .collect();
+        let mut s = connect(joiner.addr(), Duration::from_secs(10)).expect("connect");
+        let r = send_request(
+            &mut s,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(sb(&topic)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(assignments)])
+                .with_timeout_ms(30_000),
+            7,
+        );
+        assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+        let all = format!("{},{}", cluster.bootstrap(), joiner.bootstrap());
+        wait_topic_ready(&all, &topic, PARTITIONS);
+        for p in 0..PARTITIONS {
+            let deadline = Instant::now() + ELECTION_SLACK;
+            while cluster.leader(&topic, p) != Some(4) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{topic}/{p} is not led by broker 4"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let (p, log) = logged_producer(&idempotent_producer_config(&all));
+        send_keyed(&p, &topic, 0, 3_000);
+        p.flush(Duration::from_secs(120)).expect("flush");
+
+        // Killed and restarted, it rejoins with its data (it is a learner of the controller
+        // already) and leads again.
+        joiner.kill9();
+        send_keyed(&p, &topic, 3_000, 2_000);
+        joiner.restart();
+        wait_brokers(&joiner, 4);
+        send_keyed(&p, &topic, 5_000, 1_000);
+        p.flush(Duration::from_secs(120)).expect("flush");
+        let acked = check_read_back(&all, &topic, &log);
+        assert_eq!(acked, 6_000, "every record acknowledged");
+
+        // Another broker that claims node id 4 is refused and exits.
+        let impostor = cluster.spawn_joiner(4);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = impostor.exit_status() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a joiner with node id 2 still runs"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(!status.success(), "{status}");
+        let tail = impostor.log_tail(20);
+        assert!(tail.contains("node.id of its own"), "{tail}");
+    });
 }

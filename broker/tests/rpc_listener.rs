@@ -73,9 +73,7 @@ fn start_fails(args: &[&str]) -> String {
 }
 
 #[test]
-fn seeds_that_cannot_form_this_cluster_are_refused_at_start() {
-    let other = start_fails(&["--seeds", "127.0.0.1:1,127.0.0.1:2"]);
-    assert!(other.contains("do not include this broker"), "{other}");
+fn seeds_that_are_not_addresses_are_refused_at_start() {
     let bad = start_fails(&["--seeds", "not-an-address"]);
     assert!(bad.contains("not HOST:PORT"), "{bad}");
 }

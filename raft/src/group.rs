@@ -227,6 +227,36 @@ impl Group {
         }))
     }
 
+    /// The group's voters, as this replica's membership config has them.
+    pub fn voters(&self) -> Vec<u64> {
+        self.metrics
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// Whether `node` is in the group's membership, as a voter or a learner.
+    pub fn is_member(&self, node: u64) -> bool {
+        let m = self.metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        membership.voter_ids().any(|v| v == node) || membership.learner_ids().any(|l| l == node)
+    }
+
+    /// As leader: adds `node` as a learner (it receives the log, it does not vote), without
+    /// waiting for it to catch up. A member already is left as it is.
+    pub async fn add_learner(&self, node: u64) -> Result<(), ProposeError> {
+        if self.is_member(node) {
+            return Ok(());
+        }
+        self.raft
+            .add_learner(node, openraft::EmptyNode {}, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| ProposeError::Stopped(format!("cannot add learner {node}: {e}")))
+    }
+
     /// Sets the replica leadership moves back to after failovers (leadership balancing).
     pub fn set_preferred_leader(&self, node: Option<u64>) {
         self.preferred.set(node);

@@ -134,7 +134,8 @@ pub struct Partition {
 pub struct ReplicaSpec<T: Transport> {
     /// This broker's node id, its Raft id in every group.
     pub node: u64,
-    /// The voters when the group is created (this broker alone for a one-node cluster).
+    /// The voters when the group is created (this broker alone for a one-node cluster). A
+    /// replica not among them waits to be added by the leader.
     pub voters: Vec<u64>,
     pub election_min: Duration,
     pub transport: T,
@@ -282,7 +283,9 @@ impl Partition {
             .is_initialized()
             .await
             .map_err(|e| io(std::io::Error::other(e.to_string())))?;
-        if fresh {
+        // A replica outside the voters (a broker joining the controller group as a learner)
+        // takes the membership from the leader's log instead.
+        if fresh && spec.voters.contains(&spec.node) {
             let voters: std::collections::BTreeSet<u64> = spec.voters.iter().copied().collect();
             if let Err(e) = raft.initialize(voters).await {
                 // Another voter may have initialized the group first; it is formed either way.
@@ -331,6 +334,20 @@ impl Partition {
     /// Answers a Raft message from a peer replica of this partition.
     pub async fn serve_raft(&self, request: sluice_raft::RaftRequest) -> sluice_raft::RaftResponse {
         self.group.serve(request).await
+    }
+
+    /// The group's voters, as this replica knows its membership.
+    pub fn voters(&self) -> Vec<u64> {
+        self.group.voters()
+    }
+
+    /// As leader: adds `node` to the group as a learner (a broker joining the cluster).
+    pub async fn add_learner(&self, node: u64) -> Result<(), ResponseError> {
+        self.check_leader()?;
+        self.group.add_learner(node).await.map_err(|e| {
+            warn!(topic = %self.topic, partition = self.index, error = %e, "adding a learner failed");
+            ResponseError::NotLeaderOrFollower
+        })
     }
 
     /// Waits (at most `timeout`) until what this replica knows committed is applied.

@@ -17,6 +17,9 @@ pub const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Cluster {
     /// `brokers[i]` is node `i + 1`.
     pub brokers: Vec<Broker>,
+    /// The initial brokers' RPC addresses.
+    pub seeds: Vec<String>,
+    config: std::path::PathBuf,
     _config_dir: tempfile::TempDir,
 }
 
@@ -61,6 +64,8 @@ impl Cluster {
             .collect();
         let cluster = Cluster {
             brokers,
+            seeds,
+            config,
             _config_dir: config_dir,
         };
         for b in &cluster.brokers {
@@ -69,6 +74,26 @@ impl Cluster {
         cluster.wait_brokers_listed();
         cluster.wait_all_ready();
         cluster
+    }
+
+    /// Starts a broker that is not among the seeds, as node `node` (it serves once the
+    /// controller admitted and registered it; `wait_ready` waits). Not added to `brokers`.
+    pub fn spawn_joiner(&self, node: i32) -> Broker {
+        let (rpc, _) = free_port_pair();
+        Broker::spawn_with(BrokerOpts {
+            cores: 1,
+            extra_args: vec![
+                "--config".into(),
+                self.config.display().to_string(),
+                "--node-id".into(),
+                node.to_string(),
+                "--rpc-listen".into(),
+                format!("127.0.0.1:{rpc}"),
+                "--seeds".into(),
+                self.seeds.join(","),
+            ],
+            nofile: None,
+        })
     }
 
     /// Waits until every broker's `/ready` answers 200: joined, the image current, every

@@ -3,7 +3,8 @@
 //! `Broker` runs one `sluice` process on free loopback ports with a temporary data
 //! directory and kills it when dropped. Two environment variables change what it runs:
 //!
-//! - `SLUICE_BOOTSTRAP=host:port`: use an already running broker (Sluice or Apache Kafka);
+//! - `SLUICE_BOOTSTRAP=host:port[,host:port...]`: use already running brokers (Sluice or
+//!   Apache Kafka);
 //!   nothing is started, and tests that need to kill or restart the broker fail, saying to unset it.
 //! - `SLUICE_TEST_KAFKA_SH=path/to/benches/kafka/kafka.sh`: run a real one-node Apache Kafka
 //!   through that script instead of `sluice`, with the same lifecycle (kill -9, SIGTERM,
@@ -223,9 +224,10 @@ impl Broker {
         &self.bootstrap
     }
 
-    /// The socket address of the Kafka listener.
+    /// The socket address of the Kafka listener (the first, for a `SLUICE_BOOTSTRAP` list).
     pub fn addr(&self) -> SocketAddr {
-        self.bootstrap
+        let first = self.bootstrap.split(',').next().unwrap_or_default();
+        first
             .to_socket_addrs()
             .expect("resolve bootstrap")
             .next()
@@ -396,7 +398,7 @@ impl Broker {
     }
 
     /// `Some(status)` if the `sluice` child has exited (reaping it).
-    fn exit_status(&self) -> Option<ExitStatus> {
+    pub fn exit_status(&self) -> Option<ExitStatus> {
         match &self.backend {
             Backend::Sluice { child } => {
                 let mut g = child.lock().unwrap();
