@@ -77,5 +77,9 @@ done
 bash tests/image/run.sh
 # The rendered cluster runs: the StatefulSet helm renders, started here as the kubelet would
 # (mount namespaces, a private /etc/hosts; needs root), then the chart's helm test pod and
-# the rdkafka suite through the client Service, on the chart's default three replicas.
+# the rdkafka suite through the client Service: the chart's default three replicas, then
+# five (two brokers beyond the seeds join), at one CPU a pod to fit this machine.
 (cd tests/helm && HELM="$helm_bin" SLUICE_BIN="$release_bin" SLUICE_RDKAFKA_SUITE=1 go test -count=1 -run TestRenderedClusterRuns ./...)
+(cd tests/helm && HELM="$helm_bin" SLUICE_BIN="$release_bin" SLUICE_RDKAFKA_SUITE=1 \
+    SLUICE_HELM_RUN_VALUES=ci/5-replicas-values.yaml SLUICE_HELM_RUN_SET=resources.cpu=1,resources.memory=2Gi \
+    go test -count=1 -run TestRenderedClusterRuns ./...)

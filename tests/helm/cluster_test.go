@@ -13,8 +13,10 @@ package helm
 //   SLUICE_BIN=target/release/sluice go test -run TestRenderedClusterRuns -v ./...
 //
 // SLUICE_HELM_RUN_VALUES picks the values file (default ci/3-replicas-values.yaml: the
-// chart's default size, three brokers, the rdkafka suite's topics replicated on all three).
-// Needs root (mount namespaces, overlay and bind mounts).
+// chart's default size, three brokers, the rdkafka suite's topics replicated on all three),
+// and SLUICE_HELM_RUN_SET comma-separated --set values on top (ci/5-replicas-values.yaml asks
+// for 4 CPUs a pod: SLUICE_HELM_RUN_SET=resources.cpu=1). Needs root (mount namespaces,
+// overlay and bind mounts).
 
 import (
 	"bufio"
@@ -464,7 +466,12 @@ func runCluster(t *testing.T, bin string) {
 	if valuesFile == "" {
 		valuesFile = "ci/3-replicas-values.yaml"
 	}
-	r := render(t, valuesFile)
+	// Values a bigger cluster needs to fit this machine (e.g. resources.cpu=1), as --set.
+	var sets []string
+	if v := os.Getenv("SLUICE_HELM_RUN_SET"); v != "" {
+		sets = strings.Split(v, ",")
+	}
+	r := render(t, valuesFile, sets...)
 	sts := r.statefulSet(t)
 	replicas := int(*sts.Spec.Replicas)
 	t.Logf("rendered %s with %s: %d replicas", sts.Name, valuesFile, replicas)
