@@ -20,7 +20,8 @@ use sluice_raft::{
     PartitionRaftNode, PrefixPoint, ProposeError, StateMachine, Ticker, Transport,
 };
 use sluice_storage::{
-    CompactionOptions, CompactionStats, Decompress, LogConfig, Offset, PartitionLog, StorageError,
+    BatchHeader, CompactionOptions, CompactionStats, Decompress, LogConfig, Offset, PartitionLog,
+    StorageError,
 };
 use tracing::warn;
 
@@ -33,6 +34,8 @@ const REBUILD_CHUNK_BYTES: usize = 8 << 20;
 /// How long opening a partition whose only voter is this broker waits for it to lead, so a
 /// one-node broker serves its partitions as soon as it says it is ready.
 const SOLE_VOTER_ELECTION_WAIT: Duration = Duration::from_secs(10);
+/// How often a retry waiting for its in-flight original checks whether the term ended.
+const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(50);
 
 /// What a produce of one partition's records came to.
 #[derive(Clone, Copy, Debug)]
@@ -556,8 +559,13 @@ impl Partition {
         let rules = self.rules.get();
         let log_append_time = rules.log_append_time;
         let mut first_base = None;
+        // The commit (in `commits`) of the request's first batch, when it was proposed now:
+        // the offsets the log gave it are the answer, not the prediction.
+        let mut first_commit = None;
         let (mut appended_bytes, mut appended_records) = (0, 0);
         let mut commits = Vec::new();
+        // Retries of batches this leader proposed and has not seen applied yet.
+        let mut in_flight_dups = Vec::new();
         for b in batches {
             let h = sluice_storage::parse_header(b).map_err(|_| ResponseError::CorruptMessage)?;
             // Kafka reports the log start with record and sequence errors (not with a
@@ -589,6 +597,9 @@ impl Partition {
                     .check_sequence(&h, p.batches.iter())
                     .map_err(|e| with_start(e.into()))?
                 {
+                    if dup >= applied {
+                        in_flight_dups.push((dup, h));
+                    }
                     first_base.get_or_insert(dup);
                     continue;
                 }
@@ -610,7 +621,12 @@ impl Partition {
                 .propose(leadership.term, Bytes::from(stored), respond)
                 .await
                 .map_err(|e| propose_error(&self.topic, self.index, e))?;
-            commits.extend(proposed);
+            if let Some(c) = proposed {
+                if first_base.is_none() {
+                    first_commit = Some(commits.len());
+                }
+                commits.push((base, c));
+            }
             {
                 let mut p = self.proposals.borrow_mut();
                 p.next_offset = base + h.offset_count();
@@ -621,17 +637,62 @@ impl Partition {
             appended_records += h.records_count.max(0) as u64;
         }
         drop(permit);
-        for c in commits {
-            c.await
+        let mut first_base = first_base.expect("split_batches yields at least one batch");
+        for (i, (predicted, c)) in commits.into_iter().enumerate() {
+            let stored = c
+                .await
                 .map_err(|e| propose_error(&self.topic, self.index, e))?;
+            if stored.base_offset != predicted {
+                warn!(topic = %self.topic, partition = self.index, predicted,
+                    stored = stored.base_offset, "a batch was stored at another offset than predicted");
+            }
+            if first_commit == Some(i) {
+                first_base = stored.base_offset;
+            }
+        }
+        if durability == Durability::Quorum {
+            // A retry of a batch still in flight is answered once that batch is committed,
+            // as a new one would be: answering at once acknowledged batches the next leader
+            // never had.
+            for (dup, h) in in_flight_dups {
+                self.wait_committed(dup, &h, leadership.term).await?;
+            }
         }
         Ok(ProduceOutcome {
-            base_offset: Offset(first_base.expect("split_batches yields at least one batch")),
+            base_offset: Offset(first_base),
             log_append_time_ms: if log_append_time { now_ms } else { -1 },
             log_start: self.log.start().offset,
             appended_bytes,
             appended_records,
         })
+    }
+
+    /// Waits until the batch `h` of this leader's `term`, proposed at `offset`, is applied,
+    /// and checks it is there: NOT_LEADER_OR_FOLLOWER if the term ended first or the batch
+    /// applied at `offset` is another (the client retries with the next leader).
+    async fn wait_committed(&self, offset: u64, h: &BatchHeader, term: u64) -> Result<(), Refusal> {
+        loop {
+            if self.hw.get().0 > offset {
+                return match self.applied.check_sequence(h, std::iter::empty()) {
+                    Ok(Some(at)) if at == offset => Ok(()),
+                    _ => Err(ResponseError::NotLeaderOrFollower.into()),
+                };
+            }
+            let l = self.group.leadership();
+            if l.term != term || l.leader.is_none() {
+                return Err(ResponseError::NotLeaderOrFollower.into());
+            }
+            if let Some(rx) = self.applied.wait_past(Offset(offset), self.hw.get()) {
+                // A term can end without anything applied: look again now and then.
+                futures_lite::future::or(
+                    async {
+                        let _ = rx.recv_async().await;
+                    },
+                    glommio::timer::sleep(IN_FLIGHT_RECHECK),
+                )
+                .await;
+            }
+        }
     }
 
     /// Resolves when the high watermark passes `offset` or the receiver is dropped.
