@@ -26,7 +26,7 @@ use tracing::info;
 
 use group::Member;
 pub use group::{Committed, Group, JoinRequest, JoinResult, MemberInfo, State, SyncResult};
-pub use records::{group_record, offset_records};
+pub use records::{group_record, offset_records, write_group_records};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms` defaults.

@@ -11,7 +11,7 @@ use tracing::info;
 use sluice_protocol::ResponseError;
 
 use super::{now_ms, Committed, Coordinator, Group, Load};
-use crate::partition::Partition;
+use crate::partition::{Durability, Partition};
 
 /// Largest read while replaying `__consumer_offsets` at start-up.
 const LOAD_CHUNK_BYTES: usize = 8 << 20;
@@ -150,6 +150,17 @@ impl Coordinator {
 /// Encodes group records (key, value-or-tombstone) as one RecordBatch v2.
 fn encode_records(items: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Bytes {
     crate::partition::own_batch(items.into_iter().map(|(k, v)| (Some(k), v)).collect())
+}
+
+/// Writes group records (`offset_records`, `group_record`) to the group's partition and
+/// returns once they are committed. A replica that stopped leading meanwhile is no longer
+/// the coordinator, and says so as Kafka does, so the client finds the new one.
+pub async fn write_group_records(p: &Rc<Partition>, records: Bytes) -> Result<(), ResponseError> {
+    match p.produce_own(records, Durability::Quorum).await {
+        Ok(_) => Ok(()),
+        Err(ResponseError::NotLeaderOrFollower) => Err(ResponseError::NotCoordinator),
+        Err(e) => Err(e),
+    }
 }
 
 pub fn offset_records(group: &str, commits: &[(String, i32, Option<Committed>)]) -> Bytes {

@@ -7,8 +7,7 @@ use sluice_protocol::kafka_protocol::messages::delete_groups_response::Deletable
 use sluice_protocol::kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use sluice_protocol::{ResponseError, VersionRange};
 
-use crate::groups::{group_record, offset_records, State};
-use crate::partition::Durability;
+use crate::groups::{group_record, offset_records, write_group_records, State};
 use crate::shard::Shard;
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 2);
@@ -30,11 +29,9 @@ pub async fn handle(s: &Rc<Shard>, r: DeleteGroupsRequest) -> DeleteGroupsRespon
                 };
                 let tombstones: Vec<_> = keys.into_iter().map(|(t, p)| (t, p, None)).collect();
                 if !tombstones.is_empty() {
-                    p.produce_own(offset_records(&n, &tombstones), Durability::Quorum)
-                        .await?;
+                    write_group_records(&p, offset_records(&n, &tombstones)).await?;
                 }
-                p.produce_own(group_record(&n, None), Durability::Quorum)
-                    .await?;
+                write_group_records(&p, group_record(&n, None)).await?;
                 sh.groups.groups.borrow_mut().remove(&n);
                 Ok(())
             })

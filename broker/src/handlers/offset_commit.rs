@@ -10,8 +10,7 @@ use sluice_protocol::kafka_protocol::messages::{OffsetCommitRequest, OffsetCommi
 use sluice_protocol::{ResponseError, VersionRange};
 
 use super::now_ms;
-use crate::groups::{offset_records, Committed};
-use crate::partition::Durability;
+use crate::groups::{offset_records, write_group_records, Committed};
 use crate::shard::Shard;
 
 /// v0/v1 carry ZooKeeper-era semantics no current client sends.
@@ -66,8 +65,7 @@ pub async fn handle(s: &Rc<Shard>, r: OffsetCommitRequest) -> OffsetCommitRespon
                 .iter()
                 .map(|(t, p, c)| (t.clone(), *p, Some(c.clone())))
                 .collect();
-            p.produce_own(offset_records(&g, &records), Durability::Quorum)
-                .await?;
+            write_group_records(&p, offset_records(&g, &records)).await?;
             sh.groups.apply_commits(&g, &commits);
             Ok(())
         })

@@ -12,8 +12,7 @@ use sluice_protocol::kafka_protocol::messages::offset_delete_response::{
 use sluice_protocol::kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use sluice_protocol::{ResponseError, VersionRange};
 
-use crate::groups::{offset_records, State};
-use crate::partition::Durability;
+use crate::groups::{offset_records, write_group_records, State};
 use crate::shard::Shard;
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 0);
@@ -51,8 +50,7 @@ pub async fn handle(s: &Rc<Shard>, r: OffsetDeleteRequest) -> OffsetDeleteRespon
                     .iter()
                     .map(|(t, p)| (t.clone(), *p, None))
                     .collect();
-                p.produce_own(offset_records(&g, &tombstones), Durability::Quorum)
-                    .await?;
+                write_group_records(&p, offset_records(&g, &tombstones)).await?;
                 if let Some(grp) = sh.groups.groups.borrow_mut().get_mut(&g) {
                     for k in &deletable {
                         grp.offsets.remove(k);

@@ -8,8 +8,7 @@ use sluice_protocol::kafka_protocol::messages::{SyncGroupRequest, SyncGroupRespo
 use sluice_protocol::{ResponseError, VersionRange};
 
 use super::str_bytes;
-use crate::groups::{group_record, SyncResult};
-use crate::partition::Durability;
+use crate::groups::{group_record, write_group_records, SyncResult};
 use crate::shard::Shard;
 
 pub const VERSIONS: VersionRange = VersionRange::new(0, 5);
@@ -37,8 +36,7 @@ pub async fn handle(s: &Rc<Shard>, r: SyncGroupRequest) -> SyncGroupResponse {
                     .borrow()
                     .get(&g)
                     .and_then(|x| x.protocol_type.clone());
-                p.produce_own(group_record(&g, Some(protocol_type)), Durability::Quorum)
-                    .await?;
+                write_group_records(&p, group_record(&g, Some(protocol_type))).await?;
             }
             Ok::<_, ResponseError>(rx)
         })
