@@ -97,8 +97,9 @@ type pOff struct {
 type report struct {
 	acked, failed, reads, distinctOffsets int
 
-	lostMissing     int // acked (p, off) that no reader returned
-	lostOverwritten int // acked (p, off) that readers returned with another value
+	lostMissing     int // acked values stored nowhere, their offset never read
+	lostOverwritten int // acked values stored nowhere, their offset read with another value
+	misplaced       int // acked values stored, but not at the offset the ack named
 	duplicates      int // (writer, seq) stored at more than one offset
 	conflicts       int // offsets read with two different values
 	backwards       int // a reader's offsets for a partition not increasing
@@ -107,6 +108,8 @@ type report struct {
 	foreign         int // values no writer wrote
 	healMissing     int // writers with no successful write after the last heal
 	healOverBound   int // writers whose heal-to-write time exceeds healToWriteBound
+	readersBehind   int // readers that did not reach the end offsets (set by the test)
+	groupBehind     int // 1 when the group's commits did not reach them (set by the test)
 
 	gaps           int // a reader skipped offsets (information: a gap loses no ack by itself)
 	failedButRead  int // failed writes that are stored anyway (allowed: failure is unknown outcome)
@@ -133,6 +136,7 @@ func (r *report) violations() []string {
 	}{
 		{"lost_missing", r.lostMissing},
 		{"lost_overwritten", r.lostOverwritten},
+		{"ack_offset_wrong", r.misplaced},
 		{"duplicates", r.duplicates},
 		{"offset_conflicts", r.conflicts},
 		{"reader_backwards", r.backwards},
@@ -141,6 +145,8 @@ func (r *report) violations() []string {
 		{"foreign_values", r.foreign},
 		{"heal_no_write", r.healMissing},
 		{"heal_over_bound", r.healOverBound},
+		{"readers_behind", r.readersBehind},
+		{"group_behind", r.groupBehind},
 	} {
 		if c.n != 0 {
 			v = append(v, fmt.Sprintf("%s=%d", c.name, c.n))
@@ -152,10 +158,11 @@ func (r *report) violations() []string {
 func (r *report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "acked=%d failed=%d reads=%d offsets=%d\n", r.acked, r.failed, r.reads, r.distinctOffsets)
-	fmt.Fprintf(&b, "lost_missing=%d lost_overwritten=%d duplicates=%d offset_conflicts=%d reader_backwards=%d\n",
-		r.lostMissing, r.lostOverwritten, r.duplicates, r.conflicts, r.backwards)
+	fmt.Fprintf(&b, "lost_missing=%d lost_overwritten=%d ack_offset_wrong=%d duplicates=%d offset_conflicts=%d reader_backwards=%d\n",
+		r.lostMissing, r.lostOverwritten, r.misplaced, r.duplicates, r.conflicts, r.backwards)
 	fmt.Fprintf(&b, "commit_backwards=%d commit_lost=%d foreign_values=%d heal_no_write=%d heal_over_bound=%d\n",
 		r.commitBackwards, r.commitLost, r.foreign, r.healMissing, r.healOverBound)
+	fmt.Fprintf(&b, "readers_behind=%d group_behind=%d\n", r.readersBehind, r.groupBehind)
 	fmt.Fprintf(&b, "info: reader_gaps=%d failed_but_stored=%d max_heal_to_write=%s (bound %s)",
 		r.gaps, r.failedButRead, r.maxHealToWrite.Round(time.Millisecond), healToWriteBound)
 	kinds := make([]string, 0, len(r.examples))
@@ -227,12 +234,7 @@ func check(h *history) *report {
 		}
 		if n := len(where[v]); n > 1 {
 			r.duplicates++
-			locs := make([]string, 0, n)
-			for at := range where[v] {
-				locs = append(locs, fmt.Sprintf("p%d@%d", at.partition, at.offset))
-			}
-			sort.Strings(locs)
-			r.example("duplicates", "%s at %s", v, strings.Join(locs, " "))
+			r.example("duplicates", "%s at %s", v, locations(where[v]))
 		}
 	}
 
@@ -240,12 +242,18 @@ func check(h *history) *report {
 		v := value(a.writer, a.seq)
 		got, ok := stored[pOff{a.partition, a.offset}]
 		switch {
+		case ok && got == v:
+		case len(where[v]) > 0:
+			// Stored, but not where the ack said: the client was told a wrong offset.
+			r.misplaced++
+			r.example("ack_offset_wrong", "%s acked at p%d@%d (%s) but read at %s", v, a.partition, a.offset,
+				a.at.Format(stampLayout), locations(where[v]))
 		case !ok:
 			r.lostMissing++
-			r.example("lost_missing", "%s acked at p%d@%d (%s) never read", v, a.partition, a.offset, a.at.Format(stampLayout))
-		case got != v:
+			r.example("lost_missing", "%s acked at p%d@%d (%s), stored nowhere, offset never read", v, a.partition, a.offset, a.at.Format(stampLayout))
+		default:
 			r.lostOverwritten++
-			r.example("lost_overwritten", "%s acked at p%d@%d (%s) read as %q", v, a.partition, a.offset, a.at.Format(stampLayout), got)
+			r.example("lost_overwritten", "%s acked at p%d@%d (%s), stored nowhere, offset read as %q", v, a.partition, a.offset, a.at.Format(stampLayout), got)
 		}
 	}
 	for _, f := range h.failures {
@@ -298,4 +306,14 @@ func check(h *history) *report {
 		}
 	}
 	return r
+}
+
+// locations prints a set of offsets as "p1@5 p1@9", sorted.
+func locations(set map[pOff]bool) string {
+	locs := make([]string, 0, len(set))
+	for at := range set {
+		locs = append(locs, fmt.Sprintf("p%d@%d", at.partition, at.offset))
+	}
+	sort.Strings(locs)
+	return strings.Join(locs, " ")
 }

@@ -39,6 +39,11 @@ func TestChecker(t *testing.T) {
 		{"lost_overwritten", func(h *history) {
 			h.acks[1].seq = 7
 		}, func(r *report) int { return r.lostOverwritten }},
+		{"ack_offset_wrong", func(h *history) {
+			h.acks[1].offset = 0
+			h.acks[0].offset = 1
+			h.acks = h.acks[1:]
+		}, func(r *report) int { return r.misplaced }},
 		{"duplicates", func(h *history) {
 			h.ordered[0] = append(h.ordered[0], rd(0, 2, 1, 0))
 		}, func(r *report) int { return r.duplicates }},

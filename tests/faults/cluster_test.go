@@ -3,7 +3,6 @@ package faults
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -181,9 +180,10 @@ func (c *cluster) logLines(node int32, limit int, needles ...string) []string {
 	}
 	var out []string
 	for _, l := range strings.Split(string(b), "\n") {
+		l = stripANSI(l)
 		for _, n := range needles {
 			if strings.Contains(l, n) {
-				out = append(out, stripANSI(l))
+				out = append(out, l)
 				break
 			}
 		}
@@ -210,5 +210,3 @@ func stripANSI(s string) string {
 	}
 	return b.String()
 }
-
-var errNoLeader = errors.New("no leader")
