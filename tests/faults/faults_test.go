@@ -101,15 +101,24 @@ type run struct {
 func TestFaults(t *testing.T) {
 	seed := envInt(t, "SLUICE_FAULT_SEED", time.Now().UnixNano()&(1<<62-1), 1<<62)
 	events := int(envInt(t, "SLUICE_FAULT_EVENTS", eventsDefault, eventsMax))
-	fmt.Fprintf(os.Stderr, "faults: seed %d, %d events (SLUICE_FAULT_SEED=%d SLUICE_FAULT_EVENTS=%d replays this schedule)\n",
-		seed, events, seed, events)
+	replay := fmt.Sprintf("SLUICE_FAULT_SEED=%d SLUICE_FAULT_EVENTS=%d", seed, events)
+	if v := os.Getenv("SLUICE_FAULT_KINDS"); v != "" {
+		replay += " SLUICE_FAULT_KINDS=" + v
+	}
+	fmt.Fprintf(os.Stderr, "faults: seed %d, %d events (%s replays this schedule)\n", seed, events, replay)
 	t.Logf("seed %d, %d events", seed, events)
 
 	bin, err := sluiceBin()
 	if err != nil {
 		t.Fatalf("seed %d: %v", seed, err)
 	}
-	evs := plan(seed, events, partitions)
+	kinds := allKinds()
+	if v := os.Getenv("SLUICE_FAULT_KINDS"); v != "" {
+		if kinds, err = parseKinds(v); err != nil {
+			t.Fatalf("SLUICE_FAULT_KINDS: %v", err)
+		}
+	}
+	evs := plan(seed, events, partitions, kinds)
 	budget := setupBudget + drainWait + healWait
 	for _, e := range evs {
 		budget += e.hold + e.quiet + perEventOverhead
@@ -338,8 +347,7 @@ func TestFaults(t *testing.T) {
 			t.Logf("broker %d ERROR and sluice WARN lines (last 30):\n  %s", n,
 				strings.Join(c.logLines(n, 30, "ERROR", "WARN sluice", "panicked"), "\n  "))
 		}
-		t.Errorf("seed %d (SLUICE_FAULT_SEED=%d SLUICE_FAULT_EVENTS=%d): violations %s\n%s",
-			seed, seed, events, strings.Join(v, " "), rep)
+		t.Errorf("seed %d (%s): violations %s\n%s", seed, replay, strings.Join(v, " "), rep)
 	}
 }
 

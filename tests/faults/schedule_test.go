@@ -3,6 +3,7 @@ package faults
 import (
 	"fmt"
 	"math/rand"
+	"strings"
 	"time"
 )
 
@@ -57,17 +58,44 @@ func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(rng.Int63n(int64(hi-lo)+1))
 }
 
-// plan draws n events from seed. Kinds come in shuffled rounds of all of them, so that
-// even a short run injects every kind.
-func plan(seed int64, n int, partitions int32) []event {
+// allKinds is every fault kind, in declaration order.
+func allKinds() []faultKind {
+	ks := make([]faultKind, faultKinds)
+	for i := range ks {
+		ks[i] = faultKind(i)
+	}
+	return ks
+}
+
+// parseKinds reads a comma-separated list of kind names (SLUICE_FAULT_KINDS).
+func parseKinds(s string) ([]faultKind, error) {
+	var ks []faultKind
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		found := false
+		for _, k := range allKinds() {
+			if k.String() == name {
+				ks, found = append(ks, k), true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("unknown fault kind %q (kinds: %v)", name, allKinds())
+		}
+	}
+	return ks, nil
+}
+
+// plan draws n events of the given kinds from seed. Kinds come in shuffled rounds of
+// all of them, so that even a short run injects every kind.
+func plan(seed int64, n int, partitions int32, kinds []faultKind) []event {
 	rng := rand.New(rand.NewSource(seed))
 	var evs []event
 	var round []int
 	for i := 0; i < n; i++ {
 		if len(round) == 0 {
-			round = rng.Perm(int(faultKinds))
+			round = rng.Perm(len(kinds))
 		}
-		k := faultKind(round[0])
+		k := kinds[round[0]]
 		round = round[1:]
 		ev := event{kind: k, partition: int32(rng.Intn(int(partitions))), pick: rng.Intn(1 << 16)}
 		if k.kills() {
