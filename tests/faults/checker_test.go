@@ -116,6 +116,9 @@ type report struct {
 	maxHealToWrite time.Duration
 
 	examples map[string][]string
+	// badAcks are the acks behind the lost_* and ack_offset_wrong counts, by kind, so
+	// that the test can say which fault event each followed.
+	badAcks map[string][]ack
 }
 
 func (r *report) example(kind, format string, args ...any) {
@@ -125,6 +128,13 @@ func (r *report) example(kind, format string, args ...any) {
 	if len(r.examples[kind]) < examplesMax {
 		r.examples[kind] = append(r.examples[kind], fmt.Sprintf(format, args...))
 	}
+}
+
+func (r *report) bad(kind string, a ack) {
+	if r.badAcks == nil {
+		r.badAcks = map[string][]ack{}
+	}
+	r.badAcks[kind] = append(r.badAcks[kind], a)
 }
 
 // violations lists the non-zero violation counts as "kind=N"; empty means a pass.
@@ -246,13 +256,16 @@ func check(h *history) *report {
 		case len(where[v]) > 0:
 			// Stored, but not where the ack said: the client was told a wrong offset.
 			r.misplaced++
+			r.bad("ack_offset_wrong", a)
 			r.example("ack_offset_wrong", "%s acked at p%d@%d (%s) but read at %s", v, a.partition, a.offset,
 				a.at.Format(stampLayout), locations(where[v]))
 		case !ok:
 			r.lostMissing++
+			r.bad("lost_missing", a)
 			r.example("lost_missing", "%s acked at p%d@%d (%s), stored nowhere, offset never read", v, a.partition, a.offset, a.at.Format(stampLayout))
 		default:
 			r.lostOverwritten++
+			r.bad("lost_overwritten", a)
 			r.example("lost_overwritten", "%s acked at p%d@%d (%s), stored nowhere, offset read as %q", v, a.partition, a.offset, a.at.Format(stampLayout), got)
 		}
 	}

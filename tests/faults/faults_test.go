@@ -325,6 +325,7 @@ func TestFaults(t *testing.T) {
 	rep.readersBehind, rep.groupBehind = readersBehind, groupBehind
 
 	r.logDetails(recs, writers, readers, members, mon, h)
+	logBadAcksByEvent(t, rep, recs)
 	t.Logf("leader changes seen (Metadata every %s):", leaderPollInterval)
 	for _, lc := range leaders.changes {
 		t.Logf("  %s p%d leader %d epoch %d", lc.at.UTC().Format(stampLayout), lc.partition, lc.leader, lc.epoch)
@@ -571,6 +572,37 @@ func (r *run) logDetails(recs []faultRecord, writers []*writer, readers []*reade
 	}
 	t.Logf("commit monitor: %d observations", len(mon.obs))
 	logErrs(t, "commit monitor", &mon.errs)
+}
+
+// logBadAcksByEvent says, per fault event, how many lost or misplaced acks were
+// acknowledged after it began and before the next one: which fault each followed.
+func logBadAcksByEvent(t *testing.T, rep *report, recs []faultRecord) {
+	if len(rep.badAcks) == 0 {
+		return
+	}
+	kinds := make([]string, 0, len(rep.badAcks))
+	for k := range rep.badAcks {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		counts := make([]int, len(recs)+1) // index 0: before the first event
+		for _, a := range rep.badAcks[k] {
+			i := sort.Search(len(recs), func(i int) bool { return recs[i].injected.After(a.at) })
+			counts[i]++
+		}
+		for i, n := range counts {
+			if n == 0 {
+				continue
+			}
+			if i == 0 {
+				t.Logf("%s: %d acknowledged before the first event", k, n)
+				continue
+			}
+			fr := recs[i-1]
+			t.Logf("%s: %d acknowledged after event %d (%s node %d, %s)", k, n, i-1, fr.kind, fr.node, fr.note)
+		}
+	}
 }
 
 func logErrs(t *testing.T, who string, l *errLog) {
