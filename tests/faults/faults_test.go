@@ -455,6 +455,15 @@ func (r *run) target(e event) (int32, string) {
 		return id, "controller leader (" + answers + ")"
 	case pauseBroker:
 		return fallback, "any broker"
+	case killCoordinator:
+		ctx, cancel := context.WithTimeout(context.Background(), adminCallTimeout)
+		defer cancel()
+		resp := r.adm.FindGroupCoordinators(ctx, groupName)
+		co, ok := resp[groupName]
+		if !ok || co.Err != nil || co.NodeID < 1 || int(co.NodeID) > len(nodes) {
+			return fallback, fmt.Sprintf("coordinator unknown (%v); broker %d instead", co.Err, fallback)
+		}
+		return co.NodeID, "group coordinator"
 	}
 	ps, err := r.partitionsNow()
 	p, ok := ps[e.partition]

@@ -12,19 +12,22 @@ import (
 type faultKind int
 
 const (
-	killLeader     faultKind = iota // kill -9 a partition's leader, restart it after hold
-	killFollower                    // kill -9 a partition's follower, restart it after hold
-	killController                  // kill -9 the controller group's leader, restart it after hold
-	pauseLeader                     // SIGSTOP a partition's leader, SIGCONT after hold
-	pauseBroker                     // SIGSTOP any broker, SIGCONT after hold
+	killLeader      faultKind = iota // kill -9 a partition's leader, restart it after hold
+	killFollower                     // kill -9 a partition's follower, restart it after hold
+	killController                   // kill -9 the controller group's leader, restart it after hold
+	pauseLeader                      // SIGSTOP a partition's leader, SIGCONT after hold
+	pauseBroker                      // SIGSTOP any broker, SIGCONT after hold
+	killCoordinator                  // kill -9 the consumer group's coordinator, restart it after hold
 	faultKinds
 )
 
 func (k faultKind) String() string {
-	return [...]string{"kill-leader", "kill-follower", "kill-controller", "pause-leader", "pause-broker"}[k]
+	return [...]string{"kill-leader", "kill-follower", "kill-controller", "pause-leader", "pause-broker", "kill-coordinator"}[k]
 }
 
-func (k faultKind) kills() bool { return k == killLeader || k == killFollower || k == killController }
+func (k faultKind) kills() bool {
+	return k == killLeader || k == killFollower || k == killController || k == killCoordinator
+}
 
 const (
 	// Kills hold the broker down 1–6 s: shorter than an election, and long enough for
