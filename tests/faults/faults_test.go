@@ -302,32 +302,40 @@ func TestFaults(t *testing.T) {
 		t.Errorf("seed %d: readers did not finish %s after being stopped", seed, workerStopWait)
 	}
 
-	// The history, checked.
+	// The history, checked. Copied under the workers' locks: a worker that did not stop
+	// within workerStopWait may still be running.
 	h := &history{}
-	issued := 0
 	for _, w := range writers {
 		w.mu.Lock()
 		h.acks = append(h.acks, w.acks...)
 		h.failures = append(h.failures, w.failures...)
-		issued += len(w.acks) + len(w.failures)
 		w.mu.Unlock()
 		h.healToWrite = append(h.healToWrite, w.healToWrite(heal))
 	}
 	for _, rd := range readers {
-		h.ordered = append(h.ordered, rd.reads)
+		rd.mu.Lock()
+		h.ordered = append(h.ordered, append([]read(nil), rd.reads...))
+		rd.mu.Unlock()
 	}
 	for _, m := range members {
+		m.mu.Lock()
 		h.unordered = append(h.unordered, m.reads...)
 		h.commitAcks = append(h.commitAcks, m.acks...)
+		m.mu.Unlock()
 	}
-	h.commits = mon.obs
+	mon.mu.Lock()
+	h.commits = append([]commitObs(nil), mon.obs...)
+	mon.mu.Unlock()
+	leaders.mu.Lock()
+	leaderChanges := append([]leaderChange(nil), leaders.changes...)
+	leaders.mu.Unlock()
 	rep := check(h)
 	rep.readersBehind, rep.groupBehind = readersBehind, groupBehind
 
 	r.logDetails(recs, writers, readers, members, mon, h)
 	logBadAcksByEvent(t, rep, recs)
 	t.Logf("leader changes seen (Metadata every %s):", leaderPollInterval)
-	for _, lc := range leaders.changes {
+	for _, lc := range leaderChanges {
 		t.Logf("  %s p%d leader %d epoch %d", lc.at.UTC().Format(stampLayout), lc.partition, lc.leader, lc.epoch)
 	}
 	t.Logf("heal-to-write per writer: %v (bound %s)", roundAll(h.healToWrite), healToWriteBound)
@@ -338,7 +346,7 @@ func TestFaults(t *testing.T) {
 		t.Errorf("seed %d: could not list end offsets after the faults", seed)
 	}
 	if v := rep.violations(); len(v) > 0 || os.Getenv("SLUICE_FAULT_KEEP") != "" {
-		if err := dumpHistory(dir, h, recs, leaders.changes); err != nil {
+		if err := dumpHistory(dir, h, recs, leaderChanges); err != nil {
 			t.Logf("could not write the history: %v", err)
 		} else {
 			t.Logf("history written to %s (acks.tsv, reader-N.tsv, ...)", dir)
@@ -579,7 +587,7 @@ func (r *run) logDetails(recs []faultRecord, writers []*writer, readers []*reade
 		m.mu.Unlock()
 		logErrs(t, fmt.Sprintf("member %d", m.id), &m.errs)
 	}
-	t.Logf("commit monitor: %d observations", len(mon.obs))
+	t.Logf("commit monitor: %d observations", len(h.commits))
 	logErrs(t, "commit monitor", &mon.errs)
 }
 
