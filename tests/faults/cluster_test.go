@@ -172,15 +172,21 @@ func (c *cluster) stop() error {
 }
 
 // logLines returns the lines of node's log that contain any of the needles (WARN,
-// ERROR, ...), at most limit of the last ones, for failure reports.
-func (c *cluster) logLines(node int32, limit int, needles ...string) []string {
+// ERROR, ...) and none of skip, at most limit of the last ones, for failure reports.
+func (c *cluster) logLines(node int32, limit int, needles, skip []string) []string {
 	b, err := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("broker-%d.log", node)))
 	if err != nil {
 		return []string{err.Error()}
 	}
 	var out []string
+lines:
 	for _, l := range strings.Split(string(b), "\n") {
 		l = stripANSI(l)
+		for _, n := range skip {
+			if strings.Contains(l, n) {
+				continue lines
+			}
+		}
 		for _, n := range needles {
 			if strings.Contains(l, n) {
 				out = append(out, l)

@@ -355,7 +355,7 @@ func TestFaults(t *testing.T) {
 	if v := rep.violations(); len(v) > 0 {
 		for _, n := range c.nodes() {
 			t.Logf("broker %d ERROR and sluice WARN lines (last 30):\n  %s", n,
-				strings.Join(c.logLines(n, 30, "ERROR", "WARN sluice", "panicked"), "\n  "))
+				strings.Join(c.logLines(n, 30, []string{"ERROR", "WARN sluice", "panicked"}, []string{"cannot reach broker"}), "\n  "))
 		}
 		t.Errorf("seed %d (%s): violations %s\n%s", seed, replay, strings.Join(v, " "), rep)
 	}
@@ -544,27 +544,11 @@ func (r *run) logDetails(recs []faultRecord, writers []*writer, readers []*reade
 	acks := append([]ack(nil), h.acks...)
 	sort.Slice(acks, func(i, j int) bool { return acks[i].at.Before(acks[j].at) })
 	for i, fr := range recs {
-		// For each partition, the first ack of a record sent after the fault began.
-		var worst time.Duration
-		worstP := int32(-1)
-		for p := int32(0); p < partitions; p++ {
-			d := time.Duration(-1)
-			for _, a := range acks {
-				if a.partition == p && !a.sentAt.Before(fr.injected) {
-					d = a.at.Sub(fr.injected)
-					break
-				}
-			}
-			if d < 0 {
-				worst, worstP = -1, p
-				break
-			}
-			if d > worst {
-				worst, worstP = d, p
-			}
-		}
-		t.Logf("event %2d %-15s node %d hold %-7s: slowest partition p%d wrote again %s after injection",
-			i, fr.kind, fr.node, fr.hold.Round(time.Millisecond), worstP, worst.Round(time.Millisecond))
+		inj, injP := slowestPartition(acks, fr.injected)
+		heal, healP := slowestPartition(acks, fr.healed)
+		t.Logf("event %2d %-16s node %d hold %-7s: every partition wrote again %s after injection (p%d last), %s after heal (p%d last)",
+			i, fr.kind, fr.node, fr.hold.Round(time.Millisecond), inj.Round(time.Millisecond), injP,
+			heal.Round(time.Millisecond), healP)
 	}
 	for _, w := range writers {
 		w.mu.Lock()
@@ -620,6 +604,30 @@ func logBadAcksByEvent(t *testing.T, rep *report, recs []faultRecord) {
 			t.Logf("%s: %d acknowledged after event %d (%s node %d, %s)", k, n, i-1, fr.kind, fr.node, fr.note)
 		}
 	}
+}
+
+// slowestPartition: for each partition, the time from `from` to the first ack of a record
+// sent at or after it; returns the longest and its partition (-1 if one never wrote).
+// acks must be sorted by ack time.
+func slowestPartition(acks []ack, from time.Time) (time.Duration, int32) {
+	var worst time.Duration
+	worstP := int32(-1)
+	for p := int32(0); p < partitions; p++ {
+		d := time.Duration(-1)
+		for _, a := range acks {
+			if a.partition == p && !a.sentAt.Before(from) {
+				d = a.at.Sub(from)
+				break
+			}
+		}
+		if d < 0 {
+			return -1, p
+		}
+		if d > worst {
+			worst, worstP = d, p
+		}
+	}
+	return worst, worstP
 }
 
 func logErrs(t *testing.T, who string, l *errLog) {
