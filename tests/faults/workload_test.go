@@ -37,8 +37,10 @@ const (
 	// writerFlushWait bounds the final flush; records still pending then are aborted
 	// (and so recorded as failed).
 	writerFlushWait = 40 * time.Second
-	// errorLogMax bounds how many client errors each worker keeps with their times.
-	errorLogMax = 200
+	// errorLogMax bounds how many client errors each worker keeps with their times, and
+	// errorKindsMax how many distinct ones it counts apart.
+	errorLogMax   = 200
+	errorKindsMax = 100
 	// pollWait bounds one poll, so that loops see their stop signal.
 	pollWait = time.Second
 	// groupCommitTimeout bounds one synchronous offset commit.
@@ -86,6 +88,9 @@ func (l *errLog) add(what string, err error) {
 		l.counts = map[string]int{}
 	}
 	key := what + ": " + err.Error()
+	if _, known := l.counts[key]; !known && len(l.counts) >= errorKindsMax {
+		key = what + ": (other errors)"
+	}
 	l.counts[key]++
 	if len(l.first) < errorLogMax {
 		l.first = append(l.first, time.Now().UTC().Format(stampLayout)+" "+key)
