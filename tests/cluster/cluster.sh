@@ -8,10 +8,16 @@
 #       with default.replication.factor and offsets.topic.replication.factor = N. Waits
 #       (bounded) until every broker's Metadata lists all N, then prints the Kafka
 #       bootstrap list, comma-separated, on stdout. D gets config.toml, broker-I.log,
-#       broker-I.pid, data-I/, bootstrap and admin (the admin HTTP addresses, one a line).
+#       broker-I.pid, broker-I.cmd (its command line, for restart), data-I/, bootstrap and
+#       admin (the admin HTTP addresses, one a line).
 #       On failure it prints each log's tail, stops what it started and exits non-zero.
 #   cluster.sh stop --dir D
 #       SIGTERM to every broker recorded in D, waits (bounded), then SIGKILL.
+#   cluster.sh restart --dir D --node I
+#       Starts broker I again with the command line start gave it (kept in broker-I.cmd),
+#       appending to broker-I.log, once its previous process has ended (refuses if it is
+#       still running). Waits (bounded) until it answers Metadata listing every broker of
+#       D. For fault tests that kill -9 a broker and bring it back.
 set -euo pipefail
 
 START_TIMEOUT_S=${SLUICE_CLUSTER_START_TIMEOUT_S:-90}
@@ -20,18 +26,20 @@ STOP_TIMEOUT_S=${SLUICE_CLUSTER_STOP_TIMEOUT_S:-20}
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 usage() {
-    echo "usage: cluster.sh start --dir D [--brokers N] [--bin PATH] | stop --dir D" >&2
+    echo "usage: cluster.sh start --dir D [--brokers N] [--bin PATH] | stop --dir D" \
+        "| restart --dir D --node I" >&2
     exit 2
 }
 
 cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
-dir="" brokers=3 bin=""
+dir="" brokers=3 bin="" node=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --dir) dir=${2:?}; shift 2 ;;
         --brokers) brokers=${2:?}; shift 2 ;;
+        --node) node=${2:?}; shift 2 ;;
         --bin) bin=${2:?}; shift 2 ;;
         *) usage ;;
     esac
@@ -70,6 +78,30 @@ stop_cluster() {
     rm -f "$dir"/broker-*.pid
 }
 
+# True while $1 is a running (not zombie) sluice process: a zombie's cmdline is empty.
+is_running_sluice() {
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null && grep -q sluice "/proc/$1/cmdline" 2>/dev/null
+}
+
+# Waits up to START_TIMEOUT_S until the broker at Kafka address $1, whose pid file is $2,
+# lists $3 brokers in its own Metadata; false if it exits or the time runs out.
+wait_lists() {
+    local addr=$1 pidfile=$2 want=$3 listed pid
+    local deadline=$((SECONDS + START_TIMEOUT_S))
+    while :; do
+        pid=$(cat "$pidfile")
+        kill -0 "$pid" 2>/dev/null || { echo "cluster.sh: broker at $addr (pid $pid) exited" >&2; return 1; }
+        listed=$(timeout 10 "$bin" cluster info --brokers "$addr" --format json 2>/dev/null \
+            | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["brokers"]))' 2>/dev/null) || listed=0
+        [ "$listed" = "$want" ] && return 0
+        if [ $SECONDS -ge $deadline ]; then
+            echo "cluster.sh: broker at $addr lists ${listed:-0} of $want brokers after ${START_TIMEOUT_S}s" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
 log_tails() {
     local f
     for f in "$dir"/broker-*.log; do
@@ -82,6 +114,23 @@ log_tails() {
 case "$cmd" in
 stop)
     stop_cluster
+    ;;
+restart)
+    case "$node" in ''|*[!0-9]*) die "restart wants --node I (a node id)" ;; esac
+    dir=$(cd "$dir" && pwd)
+    cmdfile="$dir/broker-$node.cmd"
+    [ -f "$cmdfile" ] || die "no $cmdfile: was broker $node started by this script?"
+    old=$(cat "$dir/broker-$node.pid" 2>/dev/null || true)
+    is_running_sluice "$old" && die "broker $node (pid $old) is still running"
+    mapfile -d '' -t argv <"$cmdfile"
+    bin=${argv[0]}
+    want=$(find "$dir" -maxdepth 1 -name 'broker-*.cmd' | wc -l)
+    addr=$(tr , '\n' <"$dir/bootstrap" | sed -n "${node}p")
+    [ -n "$addr" ] || die "no Kafka address for broker $node in $dir/bootstrap"
+    echo "cluster.sh: restart $(date -u +%FT%TZ)" >>"$dir/broker-$node.log"
+    setsid "${argv[@]}" </dev/null >>"$dir/broker-$node.log" 2>&1 &
+    echo $! >"$dir/broker-$node.pid"
+    wait_lists "$addr" "$dir/broker-$node.pid" "$want"
     ;;
 start)
     if [ -z "$bin" ]; then
@@ -131,6 +180,14 @@ EOF
             --cores 1 --config "$dir/config.toml" \
             </dev/null >"$dir/broker-$n.log" 2>&1 &
         echo $! >"$dir/broker-$n.pid"
+        # The same command line, NUL-separated, for restart.
+        printf '%s\0' "$bin" start \
+            --node-id "$n" \
+            --data-dir "$dir/data-$n" \
+            --listen "${kafka[i]}" --advertised-listener "${kafka[i]}" \
+            --rpc-listen "${rpc[i]}" --seeds "$seeds" \
+            --admin-listen "${admin[i]}" \
+            --cores 1 --config "$dir/config.toml" >"$dir/broker-$n.cmd"
     done
     printf '%s\n' "$bootstrap" >"$dir/bootstrap"
     printf '%s\n' "${admin[@]}" >"$dir/admin"
