@@ -63,6 +63,10 @@ mvn -B -f tests/java/pom.xml test
 bash tests/cluster/cluster.sh stop --dir "$cluster_dir"
 trap - EXIT
 unset SLUICE_BOOTSTRAP SLUICE_ADMIN SLUICE_TEST_REPLICATION_FACTOR
+# The fault suite: a cluster of its own under idempotent writers, readers and a committing
+# group while brokers are killed and paused on a seeded schedule (12 events, about 2 min;
+# SLUICE_FAULT_EVENTS runs a longer one). A failure prints the seed that replays it.
+(cd tests/faults && SLUICE_BIN="$release_bin" go test -count=1 ./...)
 
 # The Helm chart: lint and render every values file of the matrix, then decode what it
 # renders strictly into the k8s.io/api types and check it (tests/helm).
