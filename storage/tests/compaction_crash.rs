@@ -83,14 +83,7 @@ fn sigkill_during_compaction_keeps_every_latest_value() {
     let mut acked = 0u64;
     let mut rounds_with_acks = 0;
     for round in 0..iterations {
-        let delay = Duration::from_millis(30 + xorshift(&mut seed) % 300);
-        // Every other child may die while it recovers the log; the rest once it is open,
-        // so on a loaded machine half the rounds still write before they die.
-        let kill_after = if round % 2 == 0 {
-            KillAt::AfterSpawn(delay)
-        } else {
-            KillAt::AfterOpen(delay)
-        };
+        let kill_after = Duration::from_millis(30 + xorshift(&mut seed) % 300);
         let (_, last_ack) =
             run_and_kill_child("compaction_crash_child", CHILD_ENV, &dir, kill_after);
         if let Some(a) = last_ack {
@@ -100,7 +93,7 @@ fn sigkill_during_compaction_keeps_every_latest_value() {
         verify(&dir, acked, round);
     }
     assert!(
-        rounds_with_acks * 4 >= iterations,
+        rounds_with_acks * 2 >= iterations,
         "only {rounds_with_acks} of {iterations} children acknowledged anything"
     );
     eprintln!("{iterations} SIGKILLs during compaction survived; {acked} batches acknowledged");

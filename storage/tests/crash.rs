@@ -70,14 +70,7 @@ fn sigkill_never_loses_acknowledged_batches() {
     let mut acked = 0u64;
     let mut rounds_with_acks = 0;
     for round in 0..iterations {
-        let delay = Duration::from_millis(20 + xorshift(&mut seed) % 300);
-        // Every other child may die while it recovers the log; the rest once it is open,
-        // so on a loaded machine half the rounds still write before they die.
-        let kill_after = if round % 2 == 0 {
-            KillAt::AfterSpawn(delay)
-        } else {
-            KillAt::AfterOpen(delay)
-        };
+        let kill_after = Duration::from_millis(20 + xorshift(&mut seed) % 300);
         let (started, last_ack) = run_and_kill_child("crash_child", CHILD_ENV, &dir, kill_after);
         if let Some(s) = started {
             assert!(
@@ -91,10 +84,9 @@ fn sigkill_never_loses_acknowledged_batches() {
         }
         verify(&dir, acked, round);
     }
-    // A child that dies before writing anything would make every check pass vacuously:
-    // most of the rounds killed after the open must have written.
+    // A child that dies before writing anything would make every check pass vacuously.
     assert!(
-        rounds_with_acks * 4 >= iterations,
+        rounds_with_acks * 2 >= iterations,
         "only {rounds_with_acks} of {iterations} children acknowledged anything"
     );
     eprintln!("{iterations} SIGKILLs survived; {acked} batches acknowledged");
