@@ -13,13 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiVersionsResponse, ProduceRequest, ProduceResponse, TopicName};
-use kafka_protocol::protocol::{Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::messages::{ApiVersionsResponse, ProduceResponse};
+use kafka_protocol::protocol::Encodable;
 use rdkafka::Message;
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -71,66 +66,6 @@ fn expect_close_after(fx: &Fixture, what: &str, bytes: &[u8]) -> Closed {
         Ok(c) => c,
         Err(e) => panic!("{what}: broker did not close the connection: {e}"),
     }
-}
-
-fn records(n: usize, value_len: usize) -> Vec<Record> {
-    let ts = now_ms();
-    (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol starts a new batch whenever offset - sequence changes, and
-            // writes base sequence = first sequence: this keeps one batch with base
-            // sequence -1 (no idempotence).
-            sequence: i as i32 - 1,
-            timestamp: ts,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from({
-                let mut v = format!("raw-value-{i}-").into_bytes();
-                v.resize(value_len.max(v.len()), b'v');
-                v
-            })),
-            headers: IndexMap::new(),
-        })
-        .collect()
-}
-
-fn encode_batch(recs: &[Record]) -> Bytes {
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        recs.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode batch");
-    buf.freeze()
-}
-
-fn produce_request(topic: &str, parts: Vec<(i32, Bytes)>) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(
-                parts
-                    .into_iter()
-                    .map(|(p, b)| {
-                        PartitionProduceData::default()
-                            .with_index(p)
-                            .with_records(Some(b))
-                    })
-                    .collect(),
-            )])
 }
 
 /// error code and base offset per partition of the one topic in a Produce response.

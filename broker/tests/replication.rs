@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
+use common::cluster::{wait_listed, Cluster};
 use common::*;
 use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, MetadataRequest, TopicName};
@@ -286,25 +286,6 @@ fn replica_bytes(cluster: &Cluster, node: i32, topic: &str) -> i64 {
         .sum()
 }
 
-/// Waits until `b`'s Metadata lists `n` brokers.
-fn wait_brokers(b: &Broker, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut s = connect(b.addr(), Duration::from_secs(10)).expect("connect");
-        let md = send_request(&mut s, &MetadataRequest::default().with_topics(None), 12);
-        if md.brokers.len() == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} lists {} brokers, want {n}",
-            b.bootstrap(),
-            md.brokers.len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_broker_beyond_the_seeds_joins_takes_replicas_and_rejoins() {
     run_bounded("join", Duration::from_secs(300), || {
@@ -312,8 +293,9 @@ fn a_broker_beyond_the_seeds_joins_takes_replicas_and_rejoins() {
         let joiner = cluster.spawn_joiner(4);
         let started = Instant::now();
         joiner.wait_ready();
+        let deadline = Instant::now() + Duration::from_secs(30);
         for b in cluster.brokers.iter().chain([&joiner]) {
-            wait_brokers(b, 4);
+            wait_listed(b, 4, deadline);
         }
         eprintln!(
             "broker 4 joined and is listed everywhere after {:?}",
@@ -367,7 +349,7 @@ fn a_broker_beyond_the_seeds_joins_takes_replicas_and_rejoins() {
         joiner.kill9();
         send_keyed(&p, &topic, 3_000, 2_000);
         joiner.restart();
-        wait_brokers(&joiner, 4);
+        wait_listed(&joiner, 4, Instant::now() + Duration::from_secs(30));
         send_keyed(&p, &topic, 5_000, 1_000);
         p.flush(Duration::from_secs(120)).expect("flush");
         let acked = check_read_back(&all, &topic, &log);
@@ -389,5 +371,42 @@ fn a_broker_beyond_the_seeds_joins_takes_replicas_and_rejoins() {
         assert!(!status.success(), "{status}");
         let tail = impostor.log_tail(20);
         assert!(tail.contains("node.id of its own"), "{tail}");
+    });
+}
+
+#[test]
+fn a_leader_cut_off_from_its_quorum_answers_acks_all_with_a_timeout() {
+    run_bounded("cut-off", Duration::from_secs(180), || {
+        let cluster = Cluster::start(3);
+        let topic = unique_name("cut-off");
+        create_topic_rf(&cluster.bootstrap(), &topic, 1, 3, &[]);
+        let leader = cluster.leader(&topic, 0).expect("a leader");
+        let mut s = connect(cluster.node(leader).addr(), Duration::from_secs(10)).expect("connect");
+        let req = |n| produce_request(&topic, vec![(0, encode_batch(&records(n, 16)))]);
+        let r = send_request(&mut s, &req(1), 9);
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "{r:?}");
+
+        // Its followers stopped: the write is appended but never committed, and the leader
+        // answers REQUEST_TIMED_OUT within the request's timeout instead of holding it.
+        let followers: Vec<i32> = (1..=3).filter(|&n| n != leader).collect();
+        for &f in &followers {
+            cluster.node(f).signal(libc::SIGSTOP);
+        }
+        let started = Instant::now();
+        let r = send_request(&mut s, &req(1).with_timeout_ms(1_000), 9);
+        let took = started.elapsed();
+        for &f in &followers {
+            cluster.node(f).signal(libc::SIGCONT);
+        }
+        let p = &r.responses[0].partition_responses[0];
+        assert!(
+            p.error_code == 7 || p.error_code == 6,
+            "want REQUEST_TIMED_OUT (or NOT_LEADER_OR_FOLLOWER once it stepped down): {r:?}"
+        );
+        assert!(took < Duration::from_secs(5), "answered after {took:?}");
+        eprintln!(
+            "cut-off leader answered error {} after {took:?}",
+            p.error_code
+        );
     });
 }

@@ -3,6 +3,7 @@
 //! independently, so one bad batch fails only its own partition.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use sluice_protocol::kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -20,11 +21,24 @@ pub const VERSIONS: VersionRange = VersionRange::new(3, 13);
 /// Topic-id addressing starts at this version.
 const TOPIC_ID_VERSION: i16 = 13;
 
+/// How long acks=all waits for a commit when the request names no positive `timeout_ms`:
+/// clients' default `request.timeout.ms`.
+const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request's `timeout_ms` as the bound on waiting for the commit.
+fn commit_timeout(timeout_ms: i32) -> Duration {
+    match u64::try_from(timeout_ms) {
+        Ok(ms) if ms > 0 => Duration::from_millis(ms),
+        _ => DEFAULT_COMMIT_TIMEOUT,
+    }
+}
+
 /// `None` when acks=0: Kafka sends no response at all.
 pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     // Kafka's acks, translated once: everything below speaks durability levels.
     let durability = Durability::from_acks(r.acks);
     let acks = r.acks;
+    let timeout = commit_timeout(r.timeout_ms);
     let transactional = r.transactional_id.is_some();
     let image = s.metadata();
     let mut pending = Vec::new();
@@ -57,7 +71,7 @@ pub async fn handle(s: &Rc<Shard>, r: ProduceRequest, version: i16) -> Option<Pr
                 let records = records.ok_or(ResponseError::CorruptMessage)?;
                 let now = now_ms();
                 s.with_partition(id, index, move |p| async move {
-                    p.produce(records, durability, now).await
+                    p.produce(records, durability, now, timeout).await
                 })
                 .await?
             };

@@ -16,8 +16,8 @@ use glommio::sync::Semaphore;
 use sluice_protocol::kafka_protocol::records::{Record, RecordBatchDecoder};
 use sluice_protocol::ResponseError;
 use sluice_raft::{
-    advance_log_start, group_config, ApplyObserver, Group, Leadership, LogStore, Network,
-    PartitionRaftNode, PrefixPoint, ProposeError, StateMachine, Ticker, Transport,
+    advance_log_start, group_config, AppliedBatch, ApplyObserver, Group, Leadership, LogStore,
+    Network, PartitionRaftNode, PrefixPoint, ProposeError, StateMachine, Ticker, Transport,
 };
 use sluice_storage::{
     BatchHeader, CompactionOptions, CompactionStats, Decompress, LogConfig, Offset, PartitionLog,
@@ -521,13 +521,18 @@ impl Partition {
 
     /// Appends every batch in `records` through Raft, as leader. With `Durability::Quorum`
     /// returns once they are committed; otherwise once they are proposed.
+    /// With `Durability::Quorum`, REQUEST_TIMED_OUT if the batches are not committed within
+    /// `timeout` (the request's `timeout_ms`, as Kafka bounds acks=all; a leader cut off from
+    /// its quorum then answers instead of holding the request).
     pub async fn produce(
         self: &Rc<Self>,
         records: Bytes,
         durability: Durability,
         now_ms: i64,
+        timeout: Duration,
     ) -> Result<ProduceOutcome, Refusal> {
-        self.append_batches(records, durability, now_ms, true).await
+        self.append_batches(records, durability, now_ms, true, Some(timeout))
+            .await
     }
 
     /// Appends the broker's own records (group state, offsets), which the record-level
@@ -537,7 +542,7 @@ impl Partition {
         records: Bytes,
         durability: Durability,
     ) -> Result<ProduceOutcome, ResponseError> {
-        self.append_batches(records, durability, 0, false)
+        self.append_batches(records, durability, 0, false, None)
             .await
             .map_err(|r| r.error)
     }
@@ -548,6 +553,7 @@ impl Partition {
         durability: Durability,
         now_ms: i64,
         check: bool,
+        timeout: Option<Duration>,
     ) -> Result<ProduceOutcome, Refusal> {
         let batches = split_batches(&records)?;
         let permit = self
@@ -637,7 +643,48 @@ impl Partition {
             appended_records += h.records_count.max(0) as u64;
         }
         drop(permit);
-        let mut first_base = first_base.expect("split_batches yields at least one batch");
+        let first_base = first_base.expect("split_batches yields at least one batch");
+        let committed = self.await_commits(
+            first_base,
+            first_commit,
+            commits,
+            in_flight_dups,
+            durability,
+            leadership.term,
+        );
+        let first_base = match timeout {
+            None => committed.await?,
+            Some(t) => {
+                futures_lite::future::or(committed, async {
+                    glommio::timer::sleep(t).await;
+                    Err(ResponseError::RequestTimedOut.into())
+                })
+                .await?
+            }
+        };
+        Ok(ProduceOutcome {
+            base_offset: Offset(first_base),
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            log_start: self.log.start().offset,
+            appended_bytes,
+            appended_records,
+        })
+    }
+
+    /// Waits for this produce's commits and for the originals of its retried batches;
+    /// returns the offset to answer for the first batch.
+    async fn await_commits(
+        &self,
+        mut first_base: u64,
+        first_commit: Option<usize>,
+        commits: Vec<(
+            u64,
+            impl std::future::Future<Output = Result<AppliedBatch, ProposeError>>,
+        )>,
+        in_flight_dups: Vec<(u64, BatchHeader)>,
+        durability: Durability,
+        term: u64,
+    ) -> Result<u64, Refusal> {
         for (i, (predicted, c)) in commits.into_iter().enumerate() {
             let stored = c
                 .await
@@ -655,16 +702,10 @@ impl Partition {
             // as a new one would be: answering at once acknowledged batches the next leader
             // never had.
             for (dup, h) in in_flight_dups {
-                self.wait_committed(dup, &h, leadership.term).await?;
+                self.wait_committed(dup, &h, term).await?;
             }
         }
-        Ok(ProduceOutcome {
-            base_offset: Offset(first_base),
-            log_append_time_ms: if log_append_time { now_ms } else { -1 },
-            log_start: self.log.start().offset,
-            appended_bytes,
-            appended_records,
-        })
+        Ok(first_base)
     }
 
     /// Waits until the batch `h` of this leader's `term`, proposed at `offset`, is applied,

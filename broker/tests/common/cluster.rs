@@ -142,23 +142,7 @@ impl Cluster {
     fn wait_brokers_listed(&self) {
         let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
         for b in &self.brokers {
-            let c = consumer(b.bootstrap());
-            loop {
-                let listed = c
-                    .fetch_metadata(None, Duration::from_secs(5))
-                    .map(|md| md.brokers().len())
-                    .unwrap_or(0);
-                if listed == self.brokers.len() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "broker {} lists {listed} of {} brokers",
-                    b.bootstrap(),
-                    self.brokers.len()
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            wait_listed(b, self.brokers.len(), deadline);
         }
     }
 
@@ -192,5 +176,25 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Waits until `b`'s Metadata lists `n` brokers, at most until `deadline`.
+pub fn wait_listed(b: &Broker, n: usize, deadline: Instant) {
+    let c = consumer(b.bootstrap());
+    loop {
+        let listed = c
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|md| md.brokers().len())
+            .unwrap_or(0);
+        if listed == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {} lists {listed} of {n} brokers",
+            b.bootstrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -807,6 +807,74 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
     futures_lite::future::block_on(f)
 }
 
+/// `n` records without a producer (keys `key-i`, values padded to `value_len`).
+pub fn records(n: usize, value_len: usize) -> Vec<kafka_protocol::records::Record> {
+    let ts = now_ms();
+    (0..n)
+        .map(|i| kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: i as i64,
+            // kafka-protocol starts a new batch whenever offset - sequence changes, and
+            // writes base sequence = first sequence: this keeps one batch with base
+            // sequence -1 (no idempotence).
+            sequence: i as i32 - 1,
+            timestamp: ts,
+            key: Some(Bytes::from(format!("key-{i}"))),
+            value: Some(Bytes::from({
+                let mut v = format!("raw-value-{i}-").into_bytes();
+                v.resize(value_len.max(v.len()), b'v');
+                v
+            })),
+            headers: kafka_protocol::indexmap::IndexMap::new(),
+        })
+        .collect()
+}
+
+/// `recs` as one uncompressed RecordBatch v2.
+pub fn encode_batch(recs: &[kafka_protocol::records::Record]) -> Bytes {
+    let mut buf = BytesMut::new();
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut buf,
+        recs.iter(),
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        },
+    )
+    .expect("encode batch");
+    buf.freeze()
+}
+
+/// An acks=all Produce of one batch per partition of `topic`, 10 s timeout.
+pub fn produce_request(
+    topic: &str,
+    parts: Vec<(i32, Bytes)>,
+) -> kafka_protocol::messages::ProduceRequest {
+    kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(
+            vec![kafka_protocol::messages::produce_request::TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(
+                parts
+                    .into_iter()
+                    .map(|(p, b)| {
+                        kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(b))
+                    })
+                    .collect(),
+            )],
+        )
+}
+
 /// GET `path` from the admin listener on `port`: the status line and the body.
 pub fn admin_get(port: u16, path: &str) -> io::Result<(String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
