@@ -73,32 +73,20 @@ func kgControllerConn(t *testing.T, addr string) *kafka.Conn {
 func kgWaitPartitions(t *testing.T, addr, topic string, n int) []kafka.Partition {
 	t.Helper()
 	var parts []kafka.Partition
+	// Every broker must name the leaders: kafka-go's Writer fails a message whose
+	// partition the broker it asked names no leader for, and a broker that holds no
+	// replica learns a new leader from the leader's notice a moment later.
 	err := waitFor(topicReadyWait, 100*time.Millisecond, func() error {
-		conn, err := kgDial(addr)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-		ps, err := conn.ReadPartitions(topic)
-		if err != nil {
-			return err
-		}
-		if len(ps) != n {
-			return fmt.Errorf("topic %s has %d partitions, want %d", topic, len(ps), n)
-		}
-		for _, p := range ps {
-			if p.Leader.Host == "" || p.Leader.ID < 0 {
-				return fmt.Errorf("partition %d has no leader yet", p.ID)
+		for _, a := range brokerList(addr) {
+			ps, err := kgReadPartitions(a, topic)
+			if err != nil {
+				return err
 			}
-			if len(p.Replicas) != replicationFactor {
-				return fmt.Errorf("partition %d has %d replicas %v, want %d", p.ID, len(p.Replicas), p.Replicas, replicationFactor)
+			if err := kgCheckPartitions(ps, topic, n); err != nil {
+				return fmt.Errorf("%s: %w", a, err)
 			}
-			if p.Leader.ID != p.Replicas[0].ID {
-				return fmt.Errorf("partition %d led by %d, not yet by its preferred replica %d", p.ID, p.Leader.ID, p.Replicas[0].ID)
-			}
+			parts = ps
 		}
-		parts = ps
 		return nil
 	})
 	if err != nil {
@@ -519,4 +507,36 @@ func TestKafkaGoCompression(t *testing.T) {
 		want = append(want, msgs...)
 	}
 	kgReadPartition(t, addr, topic, 0, 0, want)
+}
+
+// kgReadPartitions is one broker's Metadata for topic.
+func kgReadPartitions(addr, topic string) ([]kafka.Partition, error) {
+	conn, err := kgDialer.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	return conn.ReadPartitions(topic)
+}
+
+// kgCheckPartitions says what keeps topic's partitions ps from being ready: n of them,
+// each with its replicas, led by its preferred replica.
+func kgCheckPartitions(ps []kafka.Partition, topic string, n int) error {
+
+	if len(ps) != n {
+		return fmt.Errorf("topic %s has %d partitions, want %d", topic, len(ps), n)
+	}
+	for _, p := range ps {
+		if p.Leader.Host == "" || p.Leader.ID < 0 {
+			return fmt.Errorf("partition %d has no leader yet", p.ID)
+		}
+		if len(p.Replicas) != replicationFactor {
+			return fmt.Errorf("partition %d has %d replicas %v, want %d", p.ID, len(p.Replicas), p.Replicas, replicationFactor)
+		}
+		if p.Leader.ID != p.Replicas[0].ID {
+			return fmt.Errorf("partition %d led by %d, not yet by its preferred replica %d", p.ID, p.Leader.ID, p.Replicas[0].ID)
+		}
+	}
+	return nil
 }
