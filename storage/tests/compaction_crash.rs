@@ -81,20 +81,30 @@ fn sigkill_during_compaction_keeps_every_latest_value() {
     let dir = tmp.path().join("p0");
     let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
     let mut acked = 0u64;
-    let mut rounds_with_acks = 0;
+    let (mut opened_rounds, mut opened_rounds_with_acks) = (0, 0);
     for round in 0..iterations {
-        let kill_after = Duration::from_millis(30 + xorshift(&mut seed) % 300);
-        let (_, last_ack) =
-            run_and_kill_child("compaction_crash_child", CHILD_ENV, &dir, kill_after);
+        // Even rounds may die while the child recovers the log; odd ones die once it is open,
+        // so they write before they die however long the process takes to start.
+        let kill = if round % 2 == 0 {
+            KillAt::AfterSpawn(Duration::from_millis(30 + xorshift(&mut seed) % 300))
+        } else {
+            KillAt::AfterOpen(Duration::from_millis(10 + xorshift(&mut seed) % 150))
+        };
+        let (_, last_ack) = run_and_kill_child("compaction_crash_child", CHILD_ENV, &dir, kill);
+        if matches!(kill, KillAt::AfterOpen(_)) {
+            opened_rounds += 1;
+            opened_rounds_with_acks += usize::from(last_ack.is_some());
+        }
         if let Some(a) = last_ack {
             acked = acked.max(a);
-            rounds_with_acks += 1;
         }
         verify(&dir, acked, round);
     }
+    // A child that dies before writing anything would make every check pass vacuously.
     assert!(
-        rounds_with_acks * 2 >= iterations,
-        "only {rounds_with_acks} of {iterations} children acknowledged anything"
+        opened_rounds_with_acks * 2 >= opened_rounds,
+        "only {opened_rounds_with_acks} of {opened_rounds} children killed after opening \
+         the log acknowledged anything"
     );
     eprintln!("{iterations} SIGKILLs during compaction survived; {acked} batches acknowledged");
 }

@@ -58,6 +58,10 @@ fn crash_child() {
     });
 }
 
+/// A directory is retired for a fresh one once its log holds this many batches (~20 MB), so
+/// each round's byte-for-byte verify stays short however fast the children write.
+const BATCHES_PER_DIR: u64 = 3_000;
+
 #[test]
 fn sigkill_never_loses_acknowledged_batches() {
     let iterations: usize = std::env::var("SLUICE_CRASH_ITERATIONS")
@@ -65,39 +69,63 @@ fn sigkill_never_loses_acknowledged_batches() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("p0");
+    let mut generation = 0;
+    let mut dir = tmp.path().join("p0");
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ std::process::id() as u64;
-    let mut acked = 0u64;
-    let mut rounds_with_acks = 0;
+    let (mut acked, mut total_acked) = (0u64, 0u64);
+    let (mut opened_rounds, mut opened_rounds_with_acks) = (0, 0);
     for round in 0..iterations {
-        let kill_after = Duration::from_millis(20 + xorshift(&mut seed) % 300);
-        let (started, last_ack) = run_and_kill_child("crash_child", CHILD_ENV, &dir, kill_after);
+        // Even rounds may die while the child recovers the log; odd ones die once it is open,
+        // so they write before they die however long the process takes to start.
+        let kill = if round % 2 == 0 {
+            KillAt::AfterSpawn(Duration::from_millis(20 + xorshift(&mut seed) % 300))
+        } else {
+            KillAt::AfterOpen(Duration::from_millis(10 + xorshift(&mut seed) % 150))
+        };
+        let (started, last_ack) = run_and_kill_child("crash_child", CHILD_ENV, &dir, kill);
         if let Some(s) = started {
             assert!(
                 s >= acked,
                 "round {round}: child restarted at {s} below acked {acked}"
             );
         }
-        if let Some(a) = last_ack {
-            acked = acked.max(a);
-            rounds_with_acks += 1;
+        if matches!(kill, KillAt::AfterOpen(_)) {
+            opened_rounds += 1;
+            opened_rounds_with_acks += usize::from(last_ack.is_some());
         }
-        verify(&dir, acked, round);
+        if let Some(a) = last_ack {
+            total_acked += a.saturating_sub(acked);
+            acked = acked.max(a);
+        }
+        let end = verify(&dir, acked, round);
+        if end >= BATCHES_PER_DIR {
+            generation += 1;
+            dir = tmp.path().join(format!("p{generation}"));
+            acked = 0;
+        }
     }
     // A child that dies before writing anything would make every check pass vacuously.
     assert!(
-        rounds_with_acks * 2 >= iterations,
-        "only {rounds_with_acks} of {iterations} children acknowledged anything"
+        opened_rounds_with_acks * 2 >= opened_rounds,
+        "only {opened_rounds_with_acks} of {opened_rounds} children killed after opening \
+         the log acknowledged anything"
     );
-    eprintln!("{iterations} SIGKILLs survived; {acked} batches acknowledged");
+    eprintln!(
+        "{iterations} SIGKILLs survived; {total_acked} batches acknowledged in {} logs",
+        generation + 1
+    );
 }
 
-/// Reopens the log in this process and checks the acknowledged prefix byte for byte.
-fn verify(dir: &Path, acked: u64, round: usize) {
+/// Reopens the log in this process, checks the acknowledged prefix byte for byte and returns
+/// the recovered end.
+fn verify(dir: &Path, acked: u64, round: usize) -> u64 {
     let dir = dir.to_path_buf();
+    let recovered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let out = recovered.clone();
     run(move |_| async move {
         let log = open(&dir, config()).await;
         let end = log.end().next_offset.0;
+        out.store(end, std::sync::atomic::Ordering::Relaxed);
         assert!(
             end >= acked,
             "round {round}: recovered end {end} < acknowledged {acked}"
@@ -113,4 +141,5 @@ fn verify(dir: &Path, acked: u64, round: usize) {
             );
         }
     });
+    recovered.load(std::sync::atomic::Ordering::Relaxed)
 }

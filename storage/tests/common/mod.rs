@@ -187,16 +187,28 @@ pub fn xorshift(state: &mut u64) -> u64 {
 /// Upper bound on one crash child's life, so a hung child can't hang a test.
 pub const CHILD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Re-executes this test binary running only `child_test` with `env=dir`, SIGKILLs it after
-/// `after`, and returns the last `START n` and `ACK n` it printed.
+/// When a crash child is SIGKILLed.
+#[derive(Clone, Copy, Debug)]
+pub enum KillAt {
+    /// This long after it was spawned: it may die while it opens (recovers) the log.
+    AfterSpawn(std::time::Duration),
+    /// This long after its `START n` line, once the log is open: on a loaded machine process
+    /// start alone can outlast any fixed delay, and a child that dies before it writes tests
+    /// nothing.
+    AfterOpen(std::time::Duration),
+}
+
+/// Re-executes this test binary running only `child_test` with `env=dir`, SIGKILLs it as
+/// `kill` says, and returns the last `START n` and `ACK n` it printed.
 pub fn run_and_kill_child(
     child_test: &str,
     env: &str,
     dir: &Path,
-    after: std::time::Duration,
+    kill: KillAt,
 ) -> (Option<u64>, Option<u64>) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+    let t0 = std::time::Instant::now();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", child_test, "--nocapture", "--test-threads=1"])
         .env(env, dir)
@@ -205,20 +217,29 @@ pub fn run_and_kill_child(
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (opened_tx, opened) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let (mut started, mut last_ack) = (None, None);
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some(v) = line.strip_prefix("ACK ") {
                 last_ack = v.trim().parse::<u64>().ok();
-            } else if let Some(v) = line.strip_prefix("START ") {
+            } else if let Some((_, v)) = line.split_once("START ") {
+                // The harness prints `test <name> ... ` without a newline before it.
                 started = v.trim().parse::<u64>().ok();
+                let _ = opened_tx.send(());
             }
         }
         (started, last_ack)
     });
-    let t0 = std::time::Instant::now();
-    std::thread::sleep(after);
+    match kill {
+        KillAt::AfterSpawn(after) => std::thread::sleep(after),
+        KillAt::AfterOpen(after) => {
+            // A child that never opens its log is killed at half the deadline.
+            let _ = opened.recv_timeout(CHILD_DEADLINE / 2);
+            std::thread::sleep(after);
+        }
+    }
     // SIGKILL: no destructor, no flush, exactly like a power cut for this process.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
