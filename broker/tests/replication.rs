@@ -410,3 +410,50 @@ fn a_leader_cut_off_from_its_quorum_answers_acks_all_with_a_timeout() {
         );
     });
 }
+
+#[test]
+fn a_minority_acknowledges_nothing_and_progress_resumes_after_it_heals() {
+    run_bounded("minority", Duration::from_secs(300), || {
+        let cluster = Cluster::start(3);
+        let bootstrap = cluster.bootstrap();
+        let topic = unique_name("minority");
+        create_topic_rf(&bootstrap, &topic, PARTITIONS, 3, &[]);
+        let (p, log) = logged_producer(&idempotent_producer_config(&bootstrap));
+        send_keyed(&p, &topic, 0, 2_000);
+        p.flush(Duration::from_secs(60)).expect("flush");
+
+        // Two of three stop: broker 1 alone must acknowledge no acks=all write, whichever
+        // partitions it leads or believes it leads.
+        let survivor = 1;
+        for n in [2, 3] {
+            cluster.node(n).signal(libc::SIGSTOP);
+        }
+        let mut minority = idempotent_producer_config(cluster.node(survivor).bootstrap());
+        minority.set("message.timeout.ms", "5000");
+        let (m, mlog) = logged_producer(&minority);
+        send_keyed(&m, &topic, 2_000, 500);
+        let _ = m.flush(Duration::from_secs(30));
+        assert_eq!(mlog.settled(), 500, "every minority write settled");
+        assert_eq!(mlog.acked(), 0, "a minority acknowledged acks=all writes");
+        drop(m);
+
+        // Healed: writes succeed again, and nothing acknowledged before is lost. The records
+        // the minority could not acknowledge may still be committed later (they were not
+        // refused, only not confirmed), so they count as neither lost nor expected.
+        let healed = Instant::now();
+        for n in [2, 3] {
+            cluster.node(n).signal(libc::SIGCONT);
+        }
+        send_keyed(&p, &topic, 2_500, 2_000);
+        p.flush(Duration::from_secs(120)).expect("flush");
+        eprintln!(
+            "after the pause all 2,000 writes were acknowledged {:?} after SIGCONT",
+            healed.elapsed()
+        );
+        assert_eq!(log.failed(), 0, "writes failed after the cluster healed");
+        assert_eq!(check_read_back(&bootstrap, &topic, &log), 4_000);
+        for b in &cluster.brokers {
+            b.assert_alive();
+        }
+    });
+}

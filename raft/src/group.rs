@@ -78,6 +78,10 @@ pub struct Group {
 /// does not drag leadership with it (Kafka checks leader imbalance every 300 s).
 pub const LEADER_BALANCE_ELECTION_TIMEOUTS: u32 = 10;
 
+/// A write is refused when less than this fraction of the minimum election timeout is left
+/// of the leader's lease (a healthy leader renews it every heartbeat, a tenth of it).
+const LEASE_MARGIN_FRACTION: u32 = 4;
+
 /// A new group's preferred replica stands this many times within one election timeout while
 /// no leader is known.
 const EAGER_ROUNDS: u32 = 4;
@@ -220,6 +224,13 @@ impl Group {
             .map_err(|e| ProposeError::Stopped(e.to_string()))?;
         Ok(Some(async move {
             match rx.await {
+                // openraft keys a proposal's responder by log index only: a replica that lost
+                // leadership with the proposal in its log can see another term's entry applied
+                // at that index, and that answer is not this proposal's.
+                Ok(Ok(r)) if r.log_id.leader_id.term != term => {
+                    warn!(term, applied = %r.log_id, "a proposal was answered by another term's entry");
+                    Err(ProposeError::NotLeader(term))
+                }
                 Ok(Ok(r)) => Ok(r.data),
                 Ok(Err(_)) => Err(ProposeError::NotLeader(term)),
                 Err(e) => Err(ProposeError::Stopped(e.to_string())),
@@ -255,6 +266,25 @@ impl Group {
             .await
             .map(|_| ())
             .map_err(|e| ProposeError::Stopped(format!("cannot add learner {node}: {e}")))
+    }
+
+    /// As leader: whether openraft will take a write now. It refuses writes once no quorum
+    /// has answered the leader for its lease (the maximum election timeout): after the
+    /// leader was cut off or paused. This answers with a margin, so a write it lets through
+    /// is not refused a moment later.
+    pub fn lease_valid(&self) -> bool {
+        let m = self.metrics.borrow_watched();
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        let mut voters = m.membership_config.membership().voter_ids();
+        if voters.next() == Some(m.id) && voters.next().is_none() {
+            return true;
+        }
+        let lease = self.election_min * 2;
+        m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| at.elapsed() + self.election_min / LEASE_MARGIN_FRACTION < lease)
     }
 
     /// Sets the replica leadership moves back to after failovers (leadership balancing).

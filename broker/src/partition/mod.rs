@@ -104,6 +104,10 @@ impl Durability {
     }
 }
 
+/// `Proposals::term` of an overlay that holds nothing valid: the next append starts afresh.
+/// Raft leaders' terms start at 1.
+const NO_TERM: u64 = 0;
+
 /// What a leader has proposed in its current term and not yet seen applied.
 struct Proposals {
     term: u64,
@@ -319,7 +323,7 @@ impl Partition {
             prefix,
             applied,
             proposals: RefCell::new(Proposals {
-                term: 0,
+                term: NO_TERM,
                 next_offset: 0,
                 batches: VecDeque::new(),
             }),
@@ -562,6 +566,12 @@ impl Partition {
             .await
             .map_err(|_| ResponseError::KafkaStorageError)?;
         let leadership = self.check_leader()?;
+        // openraft refuses a leader's writes once no quorum has answered it for a lease;
+        // refusing here first keeps the overlay to what Raft takes (a refused batch among
+        // accepted ones would shift their offsets).
+        if !self.group.lease_valid() {
+            return Err(ResponseError::NotLeaderOrFollower.into());
+        }
         let rules = self.rules.get();
         let log_append_time = rules.log_append_time;
         let mut first_base = None;
@@ -686,9 +696,14 @@ impl Partition {
         term: u64,
     ) -> Result<u64, Refusal> {
         for (i, (predicted, c)) in commits.into_iter().enumerate() {
-            let stored = c
-                .await
-                .map_err(|e| propose_error(&self.topic, self.index, e))?;
+            let stored = c.await.map_err(|e| {
+                // A proposal refused in its own term leaves the overlay predicting
+                // offsets and answering retries for a batch that is not in the log:
+                // drop it, so retries are proposed again and offsets come from the
+                // high watermark.
+                self.proposals.borrow_mut().term = NO_TERM;
+                propose_error(&self.topic, self.index, e)
+            })?;
             if stored.base_offset != predicted {
                 warn!(topic = %self.topic, partition = self.index, predicted,
                     stored = stored.base_offset, "a batch was stored at another offset than predicted");
@@ -720,7 +735,9 @@ impl Partition {
                 };
             }
             let l = self.group.leadership();
-            if l.term != term || l.leader.is_none() {
+            // The term ended, or a proposal of it was refused and the overlay that named
+            // this batch in flight was dropped: the client retries.
+            if l.term != term || l.leader.is_none() || self.proposals.borrow().term != term {
                 return Err(ResponseError::NotLeaderOrFollower.into());
             }
             if let Some(rx) = self.applied.wait_past(Offset(offset), self.hw.get()) {
