@@ -76,6 +76,10 @@ pub struct Config {
     /// Replicas of `__consumer_offsets`, at most the brokers registered when it is created.
     #[serde(rename = "offsets.topic.replication.factor")]
     pub offsets_topic_replication_factor: i16,
+    /// A replica that has not caught up with its leader for this long leaves the ISR that
+    /// Metadata reports (it keeps its vote: Raft's quorum is what acks=all waits for).
+    #[serde(rename = "replica.lag.time.max.ms")]
+    pub replica_lag_time_max_ms: u64,
     /// This broker's rack: placement spreads a partition's replicas over racks.
     #[serde(rename = "broker.rack")]
     pub broker_rack: Option<String>,
@@ -162,6 +166,7 @@ impl Default for Config {
             num_partitions: 1,
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
+            replica_lag_time_max_ms: sluice_raft::REPLICA_LAG_TIME_MAX_DEFAULT.as_millis() as u64,
             broker_rack: None,
             message_max_bytes: log.max_batch_bytes,
             socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
@@ -375,6 +380,11 @@ impl Config {
     }
 
     /// The storage config of a topic: its overrides over the broker defaults.
+    /// `replica.lag.time.max.ms`.
+    pub fn replica_lag(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.replica_lag_time_max_ms)
+    }
+
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
         let get = |k: &str| overrides.get(k).and_then(|v| v.parse::<i64>().ok());
         // A compact-only topic (`__consumer_offsets` among them) is never cut by age or size,

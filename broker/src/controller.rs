@@ -47,6 +47,11 @@ const SEED_RETRY: Duration = Duration::from_millis(500);
 /// Pause between a joining broker's rounds of asking the seeds to admit it.
 const JOIN_RETRY: Duration = Duration::from_millis(500);
 
+/// Longest a leader waits for the replica it hands leadership to to take over.
+const ELECT_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Time an election request may take on the wire beyond the wait itself.
+const ELECT_RPC_SLACK: Duration = Duration::from_secs(2);
+
 /// Messages between brokers' controllers, inside `RaftRequest::Broker`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum BrokerMessage {
@@ -67,14 +72,25 @@ pub enum BrokerMessage {
         rpc: String,
         forwarded: bool,
     },
+    /// ElectLeaders on the broker leading a partition: hand its leadership to replica `to`,
+    /// waiting at most `wait_ms` for it to take over.
+    Elect {
+        topic: uuid::Uuid,
+        partition: i32,
+        to: u64,
+        wait_ms: u64,
+    },
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaderNotice {
     pub topic: uuid::Uuid,
     pub partition: i32,
     pub leader: u64,
     pub term: u64,
+    /// The voters out of the leader's ISR in this term.
+    #[serde(default)]
+    pub out_of_sync: Vec<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -196,6 +212,7 @@ impl Controller {
             node: shard.config.node_id as u64,
             voters,
             election_min: sluice_raft::ELECTION_TIMEOUT_MIN,
+            replica_lag: shard.config.replica_lag(),
             transport: shard.raft_peers().transport(CONTROLLER_GROUP),
             ticker: shard.ticker(),
             replayed: Some(applier.clone()),
@@ -371,6 +388,12 @@ impl Controller {
                 rpc,
                 forwarded,
             }) => self.admit(shard, node, rpc, forwarded).await,
+            Ok(BrokerMessage::Elect {
+                topic,
+                partition,
+                to,
+                wait_ms,
+            }) => elect_here(shard, topic, partition, to, wait_ms).await,
             Err(e) => {
                 warn!(error = %e, "undecodable broker message");
                 BrokerReply::Failed(format!("undecodable broker message: {e}"))
@@ -526,17 +549,69 @@ async fn forward(
     call_controller(shard, leader, &BrokerMessage::Commit { expected, records }).await
 }
 
+/// On the broker leading a partition: hands its leadership to replica `to`. A refusal that
+/// asking again would not change (the target is not a voter or not answering) is `Refused`.
+async fn elect_here(
+    shard: &Rc<Shard>,
+    topic: uuid::Uuid,
+    partition: i32,
+    to: u64,
+    wait_ms: u64,
+) -> BrokerReply {
+    use sluice_raft::TransferError;
+    let wait = Duration::from_millis(wait_ms).min(ELECT_WAIT_MAX);
+    let moved = shard
+        .with_partition(topic, partition, move |p| async move {
+            p.transfer_leadership(to, wait).await
+        })
+        .await;
+    match moved {
+        Ok(Ok(())) => BrokerReply::Noted,
+        Ok(Err(TransferError::NotLeader)) | Err(ResponseError::NotLeaderOrFollower) => {
+            BrokerReply::NotLeader
+        }
+        Ok(Err(e @ (TransferError::NotVoter(_) | TransferError::Unreachable(..)))) => {
+            BrokerReply::Refused(e.to_string())
+        }
+        Ok(Err(e)) => BrokerReply::Failed(e.to_string()),
+        Err(e) => BrokerReply::Failed(format!("{e:?}")),
+    }
+}
+
+/// Asks broker `leader` to hand a partition's leadership to replica `to` (ElectLeaders).
+pub async fn request_election(
+    shard: &Rc<Shard>,
+    leader: u64,
+    topic: uuid::Uuid,
+    partition: i32,
+    to: u64,
+    wait: Duration,
+) -> BrokerReply {
+    let wait = wait.min(ELECT_WAIT_MAX);
+    let msg = BrokerMessage::Elect {
+        topic,
+        partition,
+        to,
+        wait_ms: wait.as_millis() as u64,
+    };
+    call_controller_within(shard, leader, &msg, wait + ELECT_RPC_SLACK).await
+}
+
 /// Sends `msg` to the controller on broker `to` and returns its reply.
 async fn call_controller(shard: &Rc<Shard>, to: u64, msg: &BrokerMessage) -> BrokerReply {
+    call_controller_within(shard, to, msg, COMMIT_TIMEOUT).await
+}
+
+async fn call_controller_within(
+    shard: &Rc<Shard>,
+    to: u64,
+    msg: &BrokerMessage,
+    timeout: Duration,
+) -> BrokerReply {
     let msg = serde_json::to_vec(msg).expect("broker messages serialize");
     let answer = shard
         .raft_peers()
-        .call(
-            to,
-            CONTROLLER_GROUP,
-            RaftRequest::Broker(msg),
-            COMMIT_TIMEOUT,
-        )
+        .call(to, CONTROLLER_GROUP, RaftRequest::Broker(msg), timeout)
         .await;
     match answer {
         Ok(RaftResponse::Broker(b)) => serde_json::from_slice(&b)

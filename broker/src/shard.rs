@@ -68,6 +68,9 @@ pub fn group_id(topic_id: &Uuid, partition: i32) -> u64 {
     hi.wrapping_add(partition as u32 as u64).max(1)
 }
 
+/// The voters a leader of this term reported out of the ISR.
+type OutOfSync = (u64, Vec<u64>);
+
 /// A partition's leader, epoch and replicas as this broker knows them.
 pub struct PartitionView {
     pub leader: Option<i32>,
@@ -125,6 +128,9 @@ pub struct Shard {
     /// partitions with no replica here, and followers that have not heard from a new
     /// leader yet.
     announced: RefCell<HashMap<(Uuid, i32), (u64, u64)>>,
+    /// The voters out of each partition's ISR, by the term of the leader that reported them
+    /// (here or in a notice), on every shard.
+    out_of_sync: RefCell<HashMap<(Uuid, i32), OutOfSync>>,
     /// Shard 0: leaderships of this broker's replicas to tell the peers about.
     outbox: RefCell<Vec<LeaderNotice>>,
     /// Each partition's Raft group id, from the metadata image, for routing RPC messages.
@@ -163,6 +169,7 @@ impl Shard {
             raft_peers: Peers::new(config.node_id as u64),
             leaders: RefCell::new(HashMap::new()),
             announced: RefCell::new(HashMap::new()),
+            out_of_sync: RefCell::new(HashMap::new()),
             outbox: RefCell::new(Vec::new()),
             group_ids: RefCell::new(HashMap::new()),
             rpc_server: RefCell::new(None),
@@ -181,6 +188,7 @@ impl Shard {
             leader: Some(leader),
             term,
             ready: false,
+            isr_changes: 0,
         };
         match local {
             // The newest term wins; a replica that knows no leader in the announced term
@@ -203,6 +211,7 @@ impl Shard {
                     if n.term >= e.1 {
                         *e = (n.leader, n.term);
                     }
+                    s.note_out_of_sync((n.topic, n.partition), n.term, n.out_of_sync);
                 }
             })
             .await;
@@ -259,13 +268,34 @@ impl Shard {
             .borrow()
             .iter()
             .filter(|(_, l)| l.ready && l.leader == Some(me))
-            .map(|((topic, partition), l)| LeaderNotice {
-                topic: *topic,
-                partition: *partition,
+            .map(|(&(topic, partition), l)| LeaderNotice {
+                topic,
+                partition,
                 leader: me,
                 term: l.term,
+                out_of_sync: self.out_of_sync_in(&(topic, partition), l.term),
             })
             .collect()
+    }
+
+    /// Records the out-of-sync voters a leader of `term` reported, unless a later term's are
+    /// known.
+    fn note_out_of_sync(&self, key: (Uuid, i32), term: u64, lagging: Vec<u64>) {
+        let mut all = self.out_of_sync.borrow_mut();
+        match all.get(&key) {
+            Some((t, _)) if *t > term => {}
+            _ => {
+                all.insert(key, (term, lagging));
+            }
+        }
+    }
+
+    /// The voters out of the ISR as the leader of `term` reported them.
+    fn out_of_sync_in(&self, key: &(Uuid, i32), term: u64) -> Vec<u64> {
+        match self.out_of_sync.borrow().get(key) {
+            Some((t, lagging)) if *t == term => lagging.clone(),
+            _ => Vec::new(),
+        }
     }
 
     /// The node id Metadata names as controller: the controller group's leader, or this
@@ -304,13 +334,17 @@ impl Shard {
         } else {
             Vec::new()
         };
+        // The ISR as the current term's leader reported it, without replicas offline here.
+        let lagging = leadership.map_or_else(Vec::new, |l| {
+            self.out_of_sync_in(&(topic.id, partition), l.term)
+        });
         PartitionView {
             leader: leadership.and_then(|l| l.leader).map(|l| l as i32),
             epoch: leadership.map_or(-1, |l| l.term.min(i32::MAX as u64) as i32),
             isr: replicas
                 .iter()
                 .copied()
-                .filter(|r| !offline.contains(r))
+                .filter(|r| !offline.contains(r) && !lagging.contains(&(*r as u64)))
                 .collect(),
             replicas,
             offline,
@@ -671,13 +705,29 @@ impl Shard {
         l: Leadership,
         offsets: bool,
     ) {
+        // Only the ISR changed: the group coordinator has nothing to follow.
+        let isr_only = self.leaders.borrow().get(&key).is_some_and(|&p| {
+            Leadership {
+                isr_changes: l.isr_changes,
+                ..p
+            } == l
+        });
         self.announce_leadership(key, Some(l)).await;
         if l.ready {
+            let lagging = part.out_of_sync();
+            for target in 0..self.count {
+                let (term, lagging) = (l.term, lagging.clone());
+                self.run_on(target, move |s| async move {
+                    s.note_out_of_sync(key, term, lagging)
+                })
+                .await;
+            }
             let notice = LeaderNotice {
                 topic: key.0,
                 partition: key.1,
                 leader: self.config.node_id as u64,
                 term: l.term,
+                out_of_sync: lagging,
             };
             self.run_on(
                 0,
@@ -685,7 +735,7 @@ impl Shard {
             )
             .await;
         }
-        if !offsets {
+        if !offsets || isr_only {
             return;
         }
         let partitions = self
@@ -710,6 +760,7 @@ impl Shard {
             // The preferred leader first: the group's leadership balancing moves back to it.
             voters: t.replicas(p).iter().map(|&n| n as u64).collect(),
             election_min: sluice_raft::ELECTION_TIMEOUT_MIN,
+            replica_lag: self.config.replica_lag(),
             transport: self.raft_peers.transport(group_id(&t.id, p)),
             ticker: self.ticker.clone(),
             replayed: None,

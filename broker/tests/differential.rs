@@ -1234,6 +1234,28 @@ fn metadata_cases(run: &mut Run) {
             outcome(p.call(&req, v))
         });
     }
+    for v in run.versions::<ElectLeadersRequest>() {
+        // A one-node cluster's partitions are led by their only, preferred, replica.
+        for (label, kind) in [("preferred", 0), ("unclean", 1)] {
+            if kind == 1 && v == 0 {
+                continue;
+            }
+            run.case("ElectLeaders", &format!("v{v} {label}"), |p| {
+                let req = ElectLeadersRequest::default()
+                    .with_election_type(kind)
+                    .with_timeout_ms(10_000)
+                    .with_topic_partitions(Some(vec![
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(name(PLAIN))
+                            .with_partitions(vec![0, 99]),
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(name("el-missing"))
+                            .with_partitions(vec![0]),
+                    ]));
+                outcome(p.call(&req, v))
+            });
+        }
+    }
     for v in run.versions::<DescribeClusterRequest>() {
         run.case("DescribeCluster", &format!("v{v}"), |p| {
             let req = DescribeClusterRequest::default();

@@ -411,6 +411,213 @@ fn a_leader_cut_off_from_its_quorum_answers_acks_all_with_a_timeout() {
     });
 }
 
+/// The replicas of `topic`/`partition`, preferred first, as broker `at` reports them.
+fn replicas_of(at: &str, topic: &str, partition: i32) -> Vec<i32> {
+    let mut s = connect(at.parse().unwrap(), Duration::from_secs(10)).expect("connect");
+    let r = send_request(
+        &mut s,
+        &MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(sb(topic)))),
+        ])),
+        12,
+    );
+    let p = r.topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == partition)
+        .expect("partition listed");
+    p.replica_nodes.iter().map(|b| b.0).collect()
+}
+
+/// Sends ElectLeaders (v2) for `partitions` of `topic` (all partitions of all topics when
+/// `None`) to broker `at`; returns (topic, partition, error code) for each result.
+fn elect(at: &str, kind: i8, topic: &str, partitions: Option<Vec<i32>>) -> Vec<(String, i32, i16)> {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::ElectLeadersRequest;
+    let mut s = connect(at.parse().unwrap(), Duration::from_secs(10)).expect("connect");
+    let req = ElectLeadersRequest::default()
+        .with_election_type(kind)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(partitions.map(|ps| {
+            vec![TopicPartitions::default()
+                .with_topic(TopicName(sb(topic)))
+                .with_partitions(ps)]
+        }));
+    let r = send_request(&mut s, &req, 2);
+    assert_eq!(r.error_code, 0, "{r:?}");
+    r.replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result
+                .iter()
+                .map(|p| (t.topic.0.to_string(), p.partition_id, p.error_code))
+        })
+        .collect()
+}
+
+#[test]
+fn elect_leaders_hands_leadership_back_to_the_preferred_replica_under_traffic() {
+    const PREFERRED: i8 = 0;
+    const UNCLEAN: i8 = 1;
+    const ELECTION_NOT_NEEDED: i16 = 84;
+    const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    run_bounded("elect-leaders", Duration::from_secs(300), || {
+        let cluster = Cluster::start(3);
+        let bootstrap = cluster.bootstrap();
+        let topic = unique_name("elect");
+        create_topic_rf(&bootstrap, &topic, PARTITIONS, 3, &[]);
+        let any = cluster.node(1).bootstrap().to_string();
+        let preferred = replicas_of(&any, &topic, 0)[0];
+        let deadline = Instant::now() + ELECTION_SLACK;
+        while cluster.leader(&topic, 0) != Some(preferred) {
+            assert!(
+                Instant::now() < deadline,
+                "{preferred} never led partition 0"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // Nothing to elect while the preferred replica leads; an unclean election is never
+        // needed while a leader exists; an unknown partition is named.
+        let got = elect(&any, PREFERRED, &topic, Some(vec![0, PARTITIONS]));
+        assert_eq!(
+            got,
+            vec![
+                (topic.clone(), 0, ELECTION_NOT_NEEDED),
+                (topic.clone(), PARTITIONS, 3)
+            ]
+        );
+        let got = elect(&any, UNCLEAN, &topic, Some(vec![0]));
+        assert_eq!(got, vec![(topic.clone(), 0, ELECTION_NOT_NEEDED)]);
+
+        let (p, log) = logged_producer(&idempotent_producer_config(&bootstrap));
+        send_keyed(&p, &topic, 0, 2_000);
+        // The preferred replica stops with writes in flight; another takes over.
+        cluster.node(preferred).signal(libc::SIGSTOP);
+        let (interim, took) = cluster.wait_new_leader(&topic, 0, preferred, ELECTION_SLACK);
+        eprintln!("{preferred} paused: {interim} leads partition 0 after {took:?}");
+        send_keyed(&p, &topic, 2_000, 2_000);
+        cluster.node(preferred).signal(libc::SIGCONT);
+
+        // With records in flight, the third broker asks for the preferred leader back (the
+        // leader it forwards to must first hear from the resumed replica).
+        send_keyed(&p, &topic, 4_000, 4_000);
+        let third = (1..=3).find(|&n| n != preferred && n != interim).unwrap();
+        let at = cluster.node(third).bootstrap().to_string();
+        let started = Instant::now();
+        let got = loop {
+            let got = elect(&at, PREFERRED, &topic, Some(vec![0]));
+            if got[0].2 != PREFERRED_LEADER_NOT_AVAILABLE || started.elapsed() > ELECTION_SLACK {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(got, vec![(topic.clone(), 0, 0)], "preferred election");
+        eprintln!(
+            "preferred leader {preferred} elected {:?} after it resumed",
+            started.elapsed()
+        );
+        let deadline = Instant::now() + ELECTION_SLACK;
+        while cluster.leader(&topic, 0) != Some(preferred) {
+            assert!(
+                Instant::now() < deadline,
+                "Metadata never named {preferred}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Asking for every partition reports only those that needed an election.
+        let got = elect(&at, PREFERRED, &topic, None);
+        assert!(
+            got.iter().all(|(_, _, code)| *code != ELECTION_NOT_NEEDED),
+            "{got:?}"
+        );
+
+        p.flush(Duration::from_secs(120)).expect("flush");
+        assert_eq!(log.failed(), 0, "records lost across the elections");
+        assert_eq!(check_read_back(&bootstrap, &topic, &log), 8_000);
+        for b in &cluster.brokers {
+            b.assert_alive();
+        }
+    });
+}
+
+/// The ISR of `topic`/`partition` as broker `at`'s Metadata reports it, sorted.
+fn isr_of(at: &str, topic: &str, partition: i32) -> Vec<i32> {
+    let mut s = connect(at.parse().unwrap(), Duration::from_secs(10)).expect("connect");
+    let r = send_request(
+        &mut s,
+        &MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(sb(topic)))),
+        ])),
+        12,
+    );
+    let mut isr: Vec<i32> = r.topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == partition)
+        .map(|p| p.isr_nodes.iter().map(|b| b.0).collect())
+        .unwrap_or_default();
+    isr.sort_unstable();
+    isr
+}
+
+#[test]
+fn a_stopped_follower_leaves_the_isr_and_rejoins_it_once_caught_up() {
+    const LAG_MS: u64 = 2_000;
+    run_bounded("isr", Duration::from_secs(180), || {
+        let cluster = Cluster::start_with(3, &format!("\"replica.lag.time.max.ms\" = {LAG_MS}\n"));
+        let bootstrap = cluster.bootstrap();
+        let topic = unique_name("isr");
+        create_topic_rf(&bootstrap, &topic, 1, 3, &[]);
+        let leader = cluster.leader(&topic, 0).expect("a leader");
+        let follower = (1..=3).find(|&n| n != leader).unwrap();
+        let others: Vec<String> = (1..=3)
+            .filter(|&n| n != follower)
+            .map(|n| cluster.node(n).bootstrap().to_string())
+            .collect();
+        for at in &others {
+            assert_eq!(isr_of(at, &topic, 0), vec![1, 2, 3], "from {at}");
+        }
+
+        // Stopped, it stops answering the leader: every running broker drops it from the ISR
+        // once replica.lag.time.max.ms has passed, while writes go on with the other two.
+        cluster.node(follower).signal(libc::SIGSTOP);
+        let (p, log) = logged_producer(&idempotent_producer_config(&cluster.live_bootstrap()));
+        let want: Vec<i32> = (1..=3).filter(|&n| n != follower).collect();
+        let deadline = Instant::now() + Duration::from_millis(LAG_MS) + ELECTION_SLACK;
+        for at in &others {
+            while isr_of(at, &topic, 0) != want {
+                assert!(
+                    Instant::now() < deadline,
+                    "{at} still reports ISR {:?}",
+                    isr_of(at, &topic, 0)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        send_keyed(&p, &topic, 0, 500);
+        p.flush(Duration::from_secs(60)).expect("flush");
+        assert_eq!(log.failed(), 0);
+
+        // Resumed, it catches up and is back in the ISR everywhere.
+        cluster.node(follower).signal(libc::SIGCONT);
+        let deadline = Instant::now() + ELECTION_SLACK;
+        for b in &cluster.brokers {
+            while isr_of(b.bootstrap(), &topic, 0) != vec![1, 2, 3] {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} reports ISR {:?} after the follower resumed",
+                    b.bootstrap(),
+                    isr_of(b.bootstrap(), &topic, 0)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+}
+
 #[test]
 fn a_minority_acknowledges_nothing_and_progress_resumes_after_it_heals() {
     run_bounded("minority", Duration::from_secs(300), || {

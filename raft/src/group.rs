@@ -33,6 +33,9 @@ pub struct Leadership {
     /// This replica leads and has applied its own first entry of the term, so everything
     /// committed before the term is applied: it may take writes.
     pub ready: bool,
+    /// Counts changes of the leader's out-of-sync set (`Group::out_of_sync`), so a listener
+    /// hears of each.
+    pub isr_changes: u32,
 }
 
 /// Why a proposed write was not taken.
@@ -42,6 +45,23 @@ pub enum ProposeError {
     #[error("not the leader of term {0}")]
     NotLeader(u64),
     /// The group stopped.
+    #[error("Raft group stopped: {0}")]
+    Stopped(String),
+}
+
+/// Why a requested leadership transfer did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("this replica does not lead the group")]
+    NotLeader,
+    #[error("replica {0} is not a voter of the group")]
+    NotVoter(u64),
+    /// The target has not answered this leader lately: it is down, paused or cut off.
+    #[error("replica {0} has not answered the leader within {1:?}")]
+    Unreachable(u64, Duration),
+    /// The target did not take over in time (it may still).
+    #[error("replica {0} did not take over within {1:?}")]
+    TimedOut(u64, Duration),
     #[error("Raft group stopped: {0}")]
     Stopped(String),
 }
@@ -68,6 +88,18 @@ pub struct Group {
     /// group's preferred replica, whose first votes may reach peers that have not opened the
     /// group yet (they apply the same metadata a moment later).
     eager_until: Cell<Option<Instant>>,
+    /// `replica.lag.time.max.ms`: a voter that has not caught up with the leader for this
+    /// long is out of sync.
+    replica_lag: Cell<Duration>,
+    /// As leader, in `sync_term`: when each voter last caught up, and the leader's last log
+    /// index at the previous tick, which a voter must reach to count as caught up (Kafka's
+    /// rule: a follower is caught up when it has what the leader had a fetch earlier; here
+    /// as of the voter's last answer to the leader).
+    caught_up: RefCell<std::collections::HashMap<u64, Instant>>,
+    end_at_last_tick: Cell<Option<u64>>,
+    sync_term: Cell<Option<u64>>,
+    out_of_sync: RefCell<Vec<u64>>,
+    isr_changes: Cell<u32>,
     /// The leadership last reported to `listener`.
     reported: Cell<Option<Leadership>>,
     listener: RefCell<Option<LeadershipListener>>,
@@ -81,6 +113,9 @@ pub const LEADER_BALANCE_ELECTION_TIMEOUTS: u32 = 10;
 /// A write is refused when less than this fraction of the minimum election timeout is left
 /// of the leader's lease (a healthy leader renews it every heartbeat, a tenth of it).
 const LEASE_MARGIN_FRACTION: u32 = 4;
+
+/// Kafka's default `replica.lag.time.max.ms`.
+pub const REPLICA_LAG_TIME_MAX_DEFAULT: Duration = Duration::from_secs(30);
 
 /// A new group's preferred replica stands this many times within one election timeout while
 /// no leader is known.
@@ -100,6 +135,12 @@ impl Group {
             balance_after: election_min * LEADER_BALANCE_ELECTION_TIMEOUTS,
             leading_since: Cell::new(None),
             eager_until: Cell::new(None),
+            replica_lag: Cell::new(REPLICA_LAG_TIME_MAX_DEFAULT),
+            caught_up: RefCell::new(std::collections::HashMap::new()),
+            end_at_last_tick: Cell::new(None),
+            sync_term: Cell::new(None),
+            out_of_sync: RefCell::new(Vec::new()),
+            isr_changes: Cell::new(0),
             reported: Cell::new(None),
             listener: RefCell::new(None),
         });
@@ -121,6 +162,92 @@ impl Group {
             ready: leading
                 && m.last_applied
                     .is_some_and(|a| a.leader_id.term == m.current_term),
+            isr_changes: self.isr_changes.get(),
+        }
+    }
+
+    /// As leader: whether openraft will take a write now. It refuses writes once no quorum
+    /// has answered the leader for its lease (the maximum election timeout): after the
+    /// leader was cut off or paused. This answers with a margin, so a write it lets through
+    /// is not refused a moment later.
+    pub fn lease_valid(&self) -> bool {
+        let m = self.metrics.borrow_watched();
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        let mut voters = m.membership_config.membership().voter_ids();
+        if voters.next() == Some(m.id) && voters.next().is_none() {
+            return true;
+        }
+        let lease = self.election_min * 2;
+        m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| at.elapsed() + self.election_min / LEASE_MARGIN_FRACTION < lease)
+    }
+
+    /// As leader: the voters that have not caught up within `replica.lag.time.max.ms`, in
+    /// id order (Kafka's ISR is the other voters). Empty on a replica that does not lead.
+    pub fn out_of_sync(&self) -> Vec<u64> {
+        self.out_of_sync.borrow().clone()
+    }
+
+    /// Sets `replica.lag.time.max.ms`.
+    pub fn set_replica_lag(&self, lag: Duration) {
+        self.replica_lag.set(lag);
+    }
+
+    /// At a leader's tick: notes which voters caught up since the last one, and recomputes
+    /// the out-of-sync set. A new term starts with every voter in sync, as a new Kafka
+    /// leader starts from the ISR it was given.
+    fn track_sync(&self, now: Instant) {
+        let m = self.metrics.borrow_watched();
+        let target = self.end_at_last_tick.replace(m.last_log_index);
+        let mut caught = self.caught_up.borrow_mut();
+        let voters: Vec<u64> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|&v| v != m.id)
+            .collect();
+        let new_term = self.sync_term.replace(Some(m.current_term)) != Some(m.current_term);
+        if new_term {
+            caught.clear();
+        }
+        // The leader's end a tick ago (now, on the first tick of the term).
+        let wanted = if new_term { m.last_log_index } else { target };
+        caught.retain(|v, _| voters.contains(v));
+        let replication = m.replication.as_ref();
+        for &v in &voters {
+            let matched = replication
+                .and_then(|r| r.get(&v).copied().flatten())
+                .map(|l| l.index);
+            // When the voter last answered: a stopped one holding the whole log of an idle
+            // partition is caught up, but only as of its last answer.
+            let answered = m
+                .heartbeat
+                .as_ref()
+                .and_then(|h| h.get(&v).copied().flatten())
+                .map(|at| *at);
+            let entry = caught.entry(v).or_insert(now);
+            if let Some(at) = answered.filter(|_| matched >= wanted) {
+                *entry = (*entry).max(at.min(now));
+            }
+        }
+        let lag = self.replica_lag.get();
+        let mut lagging: Vec<u64> = caught
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) >= lag)
+            .map(|(v, _)| *v)
+            .collect();
+        lagging.sort_unstable();
+        drop(caught);
+        self.set_out_of_sync(lagging);
+    }
+
+    fn set_out_of_sync(&self, lagging: Vec<u64>) {
+        if *self.out_of_sync.borrow() != lagging {
+            *self.out_of_sync.borrow_mut() = lagging;
+            self.isr_changes.set(self.isr_changes.get().wrapping_add(1));
         }
     }
 
@@ -268,23 +395,53 @@ impl Group {
             .map_err(|e| ProposeError::Stopped(format!("cannot add learner {node}: {e}")))
     }
 
-    /// As leader: whether openraft will take a write now. It refuses writes once no quorum
-    /// has answered the leader for its lease (the maximum election timeout): after the
-    /// leader was cut off or paused. This answers with a margin, so a write it lets through
-    /// is not refused a moment later.
-    pub fn lease_valid(&self) -> bool {
-        let m = self.metrics.borrow_watched();
-        if m.state != ServerState::Leader {
-            return false;
+    /// As leader: hands leadership to voter `to` (an operator's ElectLeaders) and waits, at
+    /// most `timeout`, until this replica sees it lead. `to` must have answered this leader
+    /// within an election timeout; openraft makes it stand once its log holds everything
+    /// this leader had, so no committed entry is left behind.
+    pub async fn transfer_leadership(
+        &self,
+        to: u64,
+        timeout: Duration,
+    ) -> Result<(), TransferError> {
+        {
+            let m = self.metrics.borrow_watched();
+            if m.state != ServerState::Leader {
+                return Err(TransferError::NotLeader);
+            }
+            if !m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == to)
+            {
+                return Err(TransferError::NotVoter(to));
+            }
+            let heard = m
+                .heartbeat
+                .as_ref()
+                .and_then(|h| h.get(&to).copied().flatten())
+                .is_some_and(|at| at.elapsed() < self.election_min);
+            if !heard {
+                return Err(TransferError::Unreachable(to, self.election_min));
+            }
         }
-        let mut voters = m.membership_config.membership().voter_ids();
-        if voters.next() == Some(m.id) && voters.next().is_none() {
-            return true;
-        }
-        let lease = self.election_min * 2;
-        m.last_quorum_acked
-            .as_ref()
-            .is_some_and(|at| at.elapsed() + self.election_min / LEASE_MARGIN_FRACTION < lease)
+        self.leading_since.set(None);
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| TransferError::Stopped(e.to_string()))?;
+        let moved = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader == Some(to), "leadership transferred")
+            .await
+            .is_ok();
+        self.report_leadership();
+        moved
+            .then_some(())
+            .ok_or(TransferError::TimedOut(to, timeout))
     }
 
     /// Sets the replica leadership moves back to after failovers (leadership balancing).
@@ -350,8 +507,13 @@ impl Group {
             }
             None => false,
         };
-        if state != ServerState::Leader {
+        if state == ServerState::Leader {
+            self.track_sync(now);
+        } else {
             self.leading_since.set(None);
+            self.sync_term.set(None);
+            self.end_at_last_tick.set(None);
+            self.set_out_of_sync(Vec::new());
         }
         self.report_leadership();
         let result = match state {

@@ -14,7 +14,9 @@ pub mod state_machine;
 pub mod types;
 
 pub use config::{default_group_config, group_config, ELECTION_TIMEOUT_MIN};
-pub use group::{Group, Leadership, ProposeError, Ticker};
+pub use group::{
+    Group, Leadership, ProposeError, Ticker, TransferError, REPLICA_LAG_TIME_MAX_DEFAULT,
+};
 pub use log_store::{LogReader, LogStore};
 pub use network::{serve, Network, PartitionRaftNode, RaftRequest, RaftResponse, Transport};
 pub use prefix::advance_log_start;

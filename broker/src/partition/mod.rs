@@ -23,7 +23,7 @@ use sluice_storage::{
     BatchHeader, CompactionOptions, CompactionStats, Decompress, LogConfig, Offset, PartitionLog,
     StorageError,
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 use self::producers::{Applied, ProposedBatch};
 pub use self::rules::RecordRules;
@@ -145,6 +145,8 @@ pub struct ReplicaSpec<T: Transport> {
     /// replica not among them waits to be added by the leader.
     pub voters: Vec<u64>,
     pub election_min: Duration,
+    /// `replica.lag.time.max.ms`, for the ISR the leader reports.
+    pub replica_lag: Duration,
     pub transport: T,
     pub ticker: Rc<Ticker>,
     /// State the embedder rebuilds from the whole log on every open (the controller's
@@ -301,6 +303,7 @@ impl Partition {
         }
         let group = Group::new(raft.clone(), spec.election_min);
         group.set_preferred_leader(spec.voters.first().copied());
+        group.set_replica_lag(spec.replica_lag);
         spec.ticker.register(&group);
         group.elect_if_alone().await;
         if fresh && spec.voters.len() > 1 && spec.voters.first() == Some(&spec.node) {
@@ -323,7 +326,7 @@ impl Partition {
             prefix,
             applied,
             proposals: RefCell::new(Proposals {
-                term: NO_TERM,
+                term: 0,
                 next_offset: 0,
                 batches: VecDeque::new(),
             }),
@@ -343,6 +346,11 @@ impl Partition {
         self.group.serve(request).await
     }
 
+    /// As leader: the voters out of the ISR (not caught up within `replica.lag.time.max.ms`).
+    pub fn out_of_sync(&self) -> Vec<u64> {
+        self.group.out_of_sync()
+    }
+
     /// The group's voters, as this replica knows its membership.
     pub fn voters(&self) -> Vec<u64> {
         self.group.voters()
@@ -355,6 +363,25 @@ impl Partition {
             warn!(topic = %self.topic, partition = self.index, error = %e, "adding a learner failed");
             ResponseError::NotLeaderOrFollower
         })
+    }
+
+    /// As leader: hands leadership to replica `to` and waits, at most `timeout`, until this
+    /// replica sees it lead (ElectLeaders).
+    pub async fn transfer_leadership(
+        &self,
+        to: u64,
+        timeout: Duration,
+    ) -> Result<(), sluice_raft::TransferError> {
+        let r = self.group.transfer_leadership(to, timeout).await;
+        match &r {
+            Ok(()) => {
+                info!(topic = %self.topic, partition = self.index, to, "leadership handed over")
+            }
+            Err(e) => {
+                info!(topic = %self.topic, partition = self.index, to, error = %e, "leadership not handed over")
+            }
+        }
+        r
     }
 
     /// Waits (at most `timeout`) until what this replica knows committed is applied.

@@ -26,6 +26,11 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` brokers and waits until each lists all `n` in its Metadata.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, "")
+    }
+
+    /// As `start`, with `extra` (TOML lines of config keys) in every broker's config file.
+    pub fn start_with(n: usize, extra: &str) -> Cluster {
         let config_dir = tempfile::tempdir().expect("config dir");
         let config = config_dir.path().join("cluster.toml");
         std::fs::write(
@@ -33,7 +38,7 @@ impl Cluster {
             format!(
                 "\"default.replication.factor\" = {n}\n\
                  \"offsets.topic.replication.factor\" = {n}\n\
-                 \"offsets.topic.num.partitions\" = 6\n"
+                 \"offsets.topic.num.partitions\" = 6\n{extra}"
             ),
         )
         .expect("write cluster config");

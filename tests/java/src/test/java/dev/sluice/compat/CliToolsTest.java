@@ -26,7 +26,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Test 5: the Kafka command-line tools (kafka-topics, kafka-console-producer,
- * kafka-console-consumer) from the kafka-tools jar, each run as a child JVM on the test
+ * kafka-console-consumer, kafka-leader-election) from the kafka-tools jar, each run as a child JVM on the test
  * classpath (their main methods call System.exit).
  */
 @ExtendWith(Broker.class)
@@ -37,6 +37,7 @@ class CliToolsTest {
     private static final String TOPICS = "org.apache.kafka.tools.TopicCommand";
     private static final String CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer";
     private static final String CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer";
+    private static final String LEADER_ELECTION = "org.apache.kafka.tools.LeaderElectionCommand";
     private static final int LINES = 100;
 
     private final String topic = Clients.uniqueTopic("compat-cli");
@@ -119,6 +120,37 @@ class CliToolsTest {
         assertEquals(LINES, got.size(), "kafka-console-consumer printed every record once");
         assertEquals(new TreeSet<>(lines), new TreeSet<>(got), "records read back by kafka-console-consumer");
         assertEquals(LINES, processed, "kafka-console-consumer summaries add up");
+    }
+
+    @Test
+    @Order(3)
+    void kafkaLeaderElection() throws Exception {
+        Clients.awaitPreferredLeaders(topic, 3);
+        // Every partition is led by its preferred replica: there is nothing to elect, which the
+        // tool reports as success.
+        Result preferred = tool(LEADER_ELECTION, null, 60, "--bootstrap-server", Broker.bootstrap(),
+                "--election-type", "PREFERRED", "--topic", topic, "--partition", "0");
+        assertEquals(0, preferred.exitCode(), () -> "kafka-leader-election PREFERRED: " + preferred);
+        assertTrue(preferred.stdout().contains("Valid replica already elected for partitions " + topic + "-0"),
+                () -> "kafka-leader-election PREFERRED: " + preferred);
+
+        Result all = tool(LEADER_ELECTION, null, 60, "--bootstrap-server", Broker.bootstrap(),
+                "--election-type", "PREFERRED", "--all-topic-partitions");
+        assertEquals(0, all.exitCode(), () -> "kafka-leader-election --all-topic-partitions: " + all);
+
+        // A partition with a leader needs no unclean election either.
+        Result unclean = tool(LEADER_ELECTION, null, 60, "--bootstrap-server", Broker.bootstrap(),
+                "--election-type", "UNCLEAN", "--topic", topic, "--partition", "1");
+        assertEquals(0, unclean.exitCode(), () -> "kafka-leader-election UNCLEAN: " + unclean);
+        assertTrue(unclean.stdout().contains("Valid replica already elected for partitions " + topic + "-1"),
+                () -> "kafka-leader-election UNCLEAN: " + unclean);
+
+        // A partition that does not exist fails the tool, naming it.
+        Result missing = tool(LEADER_ELECTION, null, 60, "--bootstrap-server", Broker.bootstrap(),
+                "--election-type", "PREFERRED", "--topic", topic, "--partition", "7");
+        assertTrue(missing.exitCode() != 0, () -> "kafka-leader-election on a missing partition: " + missing);
+        assertTrue((missing.stdout() + missing.stderr()).contains(topic + "-7"),
+                () -> "kafka-leader-election on a missing partition: " + missing);
     }
 
     /** Runs a Kafka tool main class in a child JVM with the test classpath; bounded by {@code timeoutS}. */
