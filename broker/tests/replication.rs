@@ -411,8 +411,12 @@ fn a_leader_cut_off_from_its_quorum_answers_acks_all_with_a_timeout() {
     });
 }
 
-/// The replicas of `topic`/`partition`, preferred first, as broker `at` reports them.
-fn replicas_of(at: &str, topic: &str, partition: i32) -> Vec<i32> {
+/// `topic`/`partition` as broker `at`'s Metadata (v12) describes it.
+fn partition_metadata(
+    at: &str,
+    topic: &str,
+    partition: i32,
+) -> kafka_protocol::messages::metadata_response::MetadataResponsePartition {
     let mut s = connect(at.parse().unwrap(), Duration::from_secs(10)).expect("connect");
     let r = send_request(
         &mut s,
@@ -422,11 +426,17 @@ fn replicas_of(at: &str, topic: &str, partition: i32) -> Vec<i32> {
         ])),
         12,
     );
-    let p = r.topics[0]
+    r.topics[0]
         .partitions
         .iter()
         .find(|p| p.partition_index == partition)
-        .expect("partition listed");
+        .cloned()
+        .expect("partition listed")
+}
+
+/// The replicas of `topic`/`partition`, preferred first, as broker `at` reports them.
+fn replicas_of(at: &str, topic: &str, partition: i32) -> Vec<i32> {
+    let p = partition_metadata(at, topic, partition);
     p.replica_nodes.iter().map(|b| b.0).collect()
 }
 
@@ -544,21 +554,8 @@ fn elect_leaders_hands_leadership_back_to_the_preferred_replica_under_traffic() 
 
 /// The ISR of `topic`/`partition` as broker `at`'s Metadata reports it, sorted.
 fn isr_of(at: &str, topic: &str, partition: i32) -> Vec<i32> {
-    let mut s = connect(at.parse().unwrap(), Duration::from_secs(10)).expect("connect");
-    let r = send_request(
-        &mut s,
-        &MetadataRequest::default().with_topics(Some(vec![
-            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                .with_name(Some(TopicName(sb(topic)))),
-        ])),
-        12,
-    );
-    let mut isr: Vec<i32> = r.topics[0]
-        .partitions
-        .iter()
-        .find(|p| p.partition_index == partition)
-        .map(|p| p.isr_nodes.iter().map(|b| b.0).collect())
-        .unwrap_or_default();
+    let p = partition_metadata(at, topic, partition);
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
     isr.sort_unstable();
     isr
 }

@@ -128,29 +128,30 @@ class CliToolsTest {
         Clients.awaitPreferredLeaders(topic, 3);
         // Every partition is led by its preferred replica: there is nothing to elect, which the
         // tool reports as success.
-        Result preferred = tool(LEADER_ELECTION, null, 60, "--bootstrap-server", Broker.bootstrap(),
-                "--election-type", "PREFERRED", "--topic", topic, "--partition", "0");
-        assertEquals(0, preferred.exitCode(), () -> "kafka-leader-election PREFERRED: " + preferred);
-        assertTrue(preferred.stdout().contains("Valid replica already elected for partitions " + topic + "-0"),
-                () -> "kafka-leader-election PREFERRED: " + preferred);
-
-        Result all = tool(LEADER_ELECTION, null, 60, "--bootstrap-server", Broker.bootstrap(),
-                "--election-type", "PREFERRED", "--all-topic-partitions");
+        assertAlreadyElected(election("PREFERRED", "--topic", topic, "--partition", "0"), topic + "-0");
+        Result all = election("PREFERRED", "--all-topic-partitions");
         assertEquals(0, all.exitCode(), () -> "kafka-leader-election --all-topic-partitions: " + all);
-
         // A partition with a leader needs no unclean election either.
-        Result unclean = tool(LEADER_ELECTION, null, 60, "--bootstrap-server", Broker.bootstrap(),
-                "--election-type", "UNCLEAN", "--topic", topic, "--partition", "1");
-        assertEquals(0, unclean.exitCode(), () -> "kafka-leader-election UNCLEAN: " + unclean);
-        assertTrue(unclean.stdout().contains("Valid replica already elected for partitions " + topic + "-1"),
-                () -> "kafka-leader-election UNCLEAN: " + unclean);
+        assertAlreadyElected(election("UNCLEAN", "--topic", topic, "--partition", "1"), topic + "-1");
 
         // A partition that does not exist fails the tool, naming it.
-        Result missing = tool(LEADER_ELECTION, null, 60, "--bootstrap-server", Broker.bootstrap(),
-                "--election-type", "PREFERRED", "--topic", topic, "--partition", "7");
+        Result missing = election("PREFERRED", "--topic", topic, "--partition", "7");
         assertTrue(missing.exitCode() != 0, () -> "kafka-leader-election on a missing partition: " + missing);
         assertTrue((missing.stdout() + missing.stderr()).contains(topic + "-7"),
                 () -> "kafka-leader-election on a missing partition: " + missing);
+    }
+
+    /** kafka-leader-election with {@code --election-type type} and the given partitions. */
+    private Result election(String type, String... partitions) throws IOException, InterruptedException {
+        List<String> args = new ArrayList<>(List.of("--bootstrap-server", Broker.bootstrap(), "--election-type", type));
+        args.addAll(Arrays.asList(partitions));
+        return tool(LEADER_ELECTION, null, 60, args.toArray(String[]::new));
+    }
+
+    private static void assertAlreadyElected(Result r, String partition) {
+        assertEquals(0, r.exitCode(), () -> "kafka-leader-election: " + r);
+        assertTrue(r.stdout().contains("Valid replica already elected for partitions " + partition),
+                () -> "kafka-leader-election: " + r);
     }
 
     /** Runs a Kafka tool main class in a child JVM with the test classpath; bounded by {@code timeoutS}. */
