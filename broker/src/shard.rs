@@ -480,7 +480,12 @@ impl Shard {
                     continue;
                 }
                 match self.local_partition(&t.id, p) {
-                    Some(part) if part.leadership().leader.is_none() => r.leaderless += 1,
+                    // The leadership Metadata answers with (what the ticker last reported),
+                    // not the replica's own view a tick ahead of it: a broker is ready once
+                    // its clients would be told a leader.
+                    Some(_) if self.leadership(&t.id, p).and_then(|l| l.leader).is_none() => {
+                        r.leaderless += 1
+                    }
                     Some(_) => {}
                     None if self.is_offline(&t.id, p) => r.offline += 1,
                     None => r.unopened += 1,
