@@ -141,6 +141,10 @@ class MemberProc:
     def _read_stdout(self):
         for raw in self.proc.stdout:
             now = time.monotonic()
+            # A SIGKILL can land between the writes of one unbuffered print: a last line
+            # without its newline was cut short and says nothing.
+            if not raw.endswith(b"\n"):
+                continue
             parts = raw.decode("utf-8", "replace").split()
             if not parts:
                 continue
