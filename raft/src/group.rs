@@ -66,6 +66,22 @@ pub enum TransferError {
     Stopped(String),
 }
 
+/// Where moving a group to new voters stands after one `move_voters` step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveStep {
+    /// The voters are the target, uniformly, and no other replica is a member.
+    Done,
+    /// A step was taken, or the new replicas are still catching up: step again.
+    Progress,
+    /// This leader was not among the targets: it handed leadership to this one of them,
+    /// which takes the move on.
+    HandedOver(u64),
+}
+
+/// A replica being added counts as caught up for promotion to voter when it is at most
+/// this many entries behind the leader (under steady writes it is never exactly level).
+const PROMOTE_LAG_ENTRIES: u64 = 64;
+
 /// Reports leadership changes of a group (called from its shard's ticker).
 pub type LeadershipListener = Box<dyn Fn(Leadership)>;
 
@@ -393,6 +409,102 @@ impl Group {
             .await
             .map(|_| ())
             .map_err(|e| ProposeError::Stopped(format!("cannot add learner {node}: {e}")))
+    }
+
+    /// As leader: one step of moving the group to the voters `target` (preferred first), as
+    /// Raft's membership change does it: the replicas not yet members join as learners and
+    /// catch up (waiting at most `catch_up` here), then joint consensus switches the voters,
+    /// and the replicas left out are removed. A leader outside the target first makes the
+    /// targets voters beside itself and hands leadership to one of them, so a group never
+    /// commits under a leader that is not a voter.
+    pub async fn move_voters(
+        &self,
+        target: &[u64],
+        catch_up: Duration,
+    ) -> Result<MoveStep, ProposeError> {
+        use std::collections::BTreeSet;
+        let goal: BTreeSet<u64> = target.iter().copied().collect();
+        let (me, term, uniform, voters, members) = {
+            let m = self.metrics.borrow_watched();
+            if m.state != ServerState::Leader {
+                return Err(ProposeError::NotLeader(m.current_term));
+            }
+            let membership = m.membership_config.membership();
+            let configs = membership.get_joint_config();
+            let uniform = (configs.len() == 1).then(|| configs[0].clone());
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            let members: BTreeSet<u64> = voters
+                .iter()
+                .copied()
+                .chain(membership.learner_ids())
+                .collect();
+            (m.id, m.current_term, uniform, voters, members)
+        };
+        let failed = |what: &str, e: String| ProposeError::Stopped(format!("{what}: {e}"));
+        if uniform.as_ref() == Some(&goal) {
+            let strays: BTreeSet<u64> = members.difference(&goal).copied().collect();
+            if strays.is_empty() {
+                return Ok(MoveStep::Done);
+            }
+            self.raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(strays), false)
+                .await
+                .map_err(|e| failed("removing replicas", e.to_string()))?;
+            return Ok(MoveStep::Progress);
+        }
+        for &n in goal.difference(&members) {
+            self.raft
+                .add_learner(n, openraft::EmptyNode {}, false)
+                .await
+                .map_err(|e| failed(&format!("adding replica {n}"), e.to_string()))?;
+        }
+        let joining: Vec<u64> = goal.difference(&voters).copied().collect();
+        let caught_up = self
+            .raft
+            .wait(Some(catch_up))
+            .metrics(
+                |m| {
+                    let end = m.last_log_index.unwrap_or(0);
+                    joining.iter().all(|n| {
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(n).copied().flatten())
+                            .is_some_and(|l| l.index + PROMOTE_LAG_ENTRIES >= end)
+                    })
+                },
+                "new replicas caught up",
+            )
+            .await
+            .is_ok();
+        if !caught_up {
+            return Ok(MoveStep::Progress);
+        }
+        if goal.contains(&me) {
+            self.raft
+                .change_membership(openraft::ChangeMembers::ReplaceAllVoters(goal), false)
+                .await
+                .map_err(|e| failed("switching voters", e.to_string()))?;
+            return Ok(MoveStep::Progress);
+        }
+        if !joining.is_empty() {
+            let joining = joining.into_iter().collect();
+            self.raft
+                .change_membership(openraft::ChangeMembers::AddVoterIds(joining), true)
+                .await
+                .map_err(|e| failed("promoting replicas", e.to_string()))?;
+            return Ok(MoveStep::Progress);
+        }
+        // Every target is a voter beside this leader: the first one answering takes over.
+        let mut last = TransferError::NotLeader;
+        for &to in target {
+            match self.transfer_leadership(to, catch_up).await {
+                Ok(()) => return Ok(MoveStep::HandedOver(to)),
+                Err(TransferError::NotLeader) => return Err(ProposeError::NotLeader(term)),
+                Err(e) => last = e,
+            }
+        }
+        warn!(error = %last, "no target replica took leadership over");
+        Ok(MoveStep::Progress)
     }
 
     /// As leader: hands leadership to voter `to` (an operator's ElectLeaders) and waits, at

@@ -15,7 +15,7 @@ pub mod types;
 
 pub use config::{default_group_config, group_config, ELECTION_TIMEOUT_MIN};
 pub use group::{
-    Group, Leadership, ProposeError, Ticker, TransferError, REPLICA_LAG_TIME_MAX_DEFAULT,
+    Group, Leadership, MoveStep, ProposeError, Ticker, TransferError, REPLICA_LAG_TIME_MAX_DEFAULT,
 };
 pub use log_store::{LogReader, LogStore};
 pub use network::{serve, Network, PartitionRaftNode, RaftRequest, RaftResponse, Transport};
