@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::cluster::{wait_listed, Cluster};
+use common::cluster::{check_read_back, isr_of, replicas_of, send_keyed, wait_listed, Cluster};
 use common::*;
 use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, MetadataRequest, TopicName};
@@ -24,67 +23,6 @@ const ELECTION_SLACK: Duration = Duration::from_secs(10);
 
 fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
-}
-
-/// Sends `count` keyed records numbered from `first` (value `key:n`), keys round-robin.
-fn send_keyed(p: &LoggedProducer, topic: &str, first: usize, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for n in first..first + count {
-        let key = format!("k{}", n % 64);
-        let value = format!("{key}:{n}");
-        send_retrying(
-            p,
-            BaseRecord::with_opaque_to(topic, n)
-                .key(key.as_bytes())
-                .payload(value.as_bytes()),
-            deadline,
-        );
-    }
-}
-
-/// Checks what the cluster holds against what was acknowledged: every acknowledged record
-/// at its offset, each value at most once, values of one key in send order.
-fn check_read_back(bootstrap: &str, topic: &str, log: &DeliveryLog) -> usize {
-    let acked = log.acked() as usize;
-    let read = read_until(
-        bootstrap,
-        topic,
-        PARTITIONS,
-        Duration::from_secs(120),
-        |r| r.values().map(Vec::len).sum::<usize>() >= acked,
-    );
-    let mut at: HashMap<(i32, i64), String> = HashMap::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut last_of_key: HashMap<String, usize> = HashMap::new();
-    for (p, msgs) in &read {
-        for m in msgs {
-            let v = String::from_utf8(m.payload().expect("value").to_vec()).unwrap();
-            let (key, n) = v.split_once(':').expect("key:n");
-            let n: usize = n.parse().unwrap();
-            assert_eq!(m.key(), Some(key.as_bytes()), "key of {v}");
-            *seen.entry(v.clone()).or_default() += 1;
-            if let Some(prev) = last_of_key.insert(key.to_string(), n) {
-                assert!(prev < n, "key {key}: {n} after {prev} in partition {p}");
-            }
-            at.insert((*p, m.offset()), v);
-        }
-    }
-    let dup: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(dup.is_empty(), "records stored more than once: {dup:?}");
-    let mut acked = 0;
-    for d in log.snapshot() {
-        if let Ok(offset) = d.result {
-            acked += 1;
-            let want = format!("k{}:{}", d.id % 64, d.id);
-            assert_eq!(
-                at.get(&(d.partition, offset)),
-                Some(&want),
-                "acknowledged record {want} missing at {}/{offset}",
-                d.partition
-            );
-        }
-    }
-    acked
 }
 
 #[test]
@@ -128,7 +66,7 @@ fn acknowledged_records_survive_leader_and_controller_kills_exactly_once() {
             0,
             "an idempotent producer with retries lost records"
         );
-        let acked = check_read_back(&bootstrap, &topic, &log);
+        let acked = check_read_back(&bootstrap, &topic, PARTITIONS, &log);
         assert_eq!(acked, 4 * ROUND);
         for b in &cluster.brokers {
             b.assert_alive();
@@ -352,7 +290,7 @@ fn a_broker_beyond_the_seeds_joins_takes_replicas_and_rejoins() {
         wait_listed(&joiner, 4, Instant::now() + Duration::from_secs(30));
         send_keyed(&p, &topic, 5_000, 1_000);
         p.flush(Duration::from_secs(120)).expect("flush");
-        let acked = check_read_back(&all, &topic, &log);
+        let acked = check_read_back(&all, &topic, PARTITIONS, &log);
         assert_eq!(acked, 6_000, "every record acknowledged");
 
         // Another broker that claims node id 4 is refused and exits.
@@ -409,35 +347,6 @@ fn a_leader_cut_off_from_its_quorum_answers_acks_all_with_a_timeout() {
             p.error_code
         );
     });
-}
-
-/// `topic`/`partition` as broker `at`'s Metadata (v12) describes it.
-fn partition_metadata(
-    at: &str,
-    topic: &str,
-    partition: i32,
-) -> kafka_protocol::messages::metadata_response::MetadataResponsePartition {
-    let mut s = connect(at.parse().unwrap(), Duration::from_secs(10)).expect("connect");
-    let r = send_request(
-        &mut s,
-        &MetadataRequest::default().with_topics(Some(vec![
-            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                .with_name(Some(TopicName(sb(topic)))),
-        ])),
-        12,
-    );
-    r.topics[0]
-        .partitions
-        .iter()
-        .find(|p| p.partition_index == partition)
-        .cloned()
-        .expect("partition listed")
-}
-
-/// The replicas of `topic`/`partition`, preferred first, as broker `at` reports them.
-fn replicas_of(at: &str, topic: &str, partition: i32) -> Vec<i32> {
-    let p = partition_metadata(at, topic, partition);
-    p.replica_nodes.iter().map(|b| b.0).collect()
 }
 
 /// Sends ElectLeaders (v2) for `partitions` of `topic` (all partitions of all topics when
@@ -545,19 +454,11 @@ fn elect_leaders_hands_leadership_back_to_the_preferred_replica_under_traffic() 
 
         p.flush(Duration::from_secs(120)).expect("flush");
         assert_eq!(log.failed(), 0, "records lost across the elections");
-        assert_eq!(check_read_back(&bootstrap, &topic, &log), 8_000);
+        assert_eq!(check_read_back(&bootstrap, &topic, PARTITIONS, &log), 8_000);
         for b in &cluster.brokers {
             b.assert_alive();
         }
     });
-}
-
-/// The ISR of `topic`/`partition` as broker `at`'s Metadata reports it, sorted.
-fn isr_of(at: &str, topic: &str, partition: i32) -> Vec<i32> {
-    let p = partition_metadata(at, topic, partition);
-    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
-    isr.sort_unstable();
-    isr
 }
 
 #[test]
@@ -655,7 +556,7 @@ fn a_minority_acknowledges_nothing_and_progress_resumes_after_it_heals() {
             healed.elapsed()
         );
         assert_eq!(log.failed(), 0, "writes failed after the cluster healed");
-        assert_eq!(check_read_back(&bootstrap, &topic, &log), 4_000);
+        assert_eq!(check_read_back(&bootstrap, &topic, PARTITIONS, &log), 4_000);
         for b in &cluster.brokers {
             b.assert_alive();
         }

@@ -7,9 +7,18 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::Consumer;
+use std::collections::HashMap;
 
-use super::{admin_get, consumer, free_port_pair, Broker, BrokerOpts, CALL_TIMEOUT};
+use kafka_protocol::messages::{MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::producer::BaseRecord;
+
+use super::{
+    admin_get, connect, consumer, free_port_pair, read_until, send_request, send_retrying, Broker,
+    BrokerOpts, DeliveryLog, LoggedProducer, CALL_TIMEOUT,
+};
 
 /// How long a cluster may take until every broker answers and Metadata lists all of them.
 pub const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -202,4 +211,102 @@ pub fn wait_listed(b: &Broker, n: usize, deadline: Instant) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Sends `count` keyed records numbered from `first` (value `key:n`), keys round-robin.
+pub fn send_keyed(p: &LoggedProducer, topic: &str, first: usize, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for n in first..first + count {
+        let key = format!("k{}", n % 64);
+        let value = format!("{key}:{n}");
+        send_retrying(
+            p,
+            BaseRecord::with_opaque_to(topic, n)
+                .key(key.as_bytes())
+                .payload(value.as_bytes()),
+            deadline,
+        );
+    }
+}
+
+/// Checks what the cluster holds against what was acknowledged: every acknowledged record
+/// at its offset, each value at most once, values of one key in send order.
+pub fn check_read_back(bootstrap: &str, topic: &str, partitions: i32, log: &DeliveryLog) -> usize {
+    let acked = log.acked() as usize;
+    let read = read_until(
+        bootstrap,
+        topic,
+        partitions,
+        Duration::from_secs(120),
+        |r| r.values().map(Vec::len).sum::<usize>() >= acked,
+    );
+    let mut at: HashMap<(i32, i64), String> = HashMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut last_of_key: HashMap<String, usize> = HashMap::new();
+    for (p, msgs) in &read {
+        for m in msgs {
+            let v = String::from_utf8(m.payload().expect("value").to_vec()).unwrap();
+            let (key, n) = v.split_once(':').expect("key:n");
+            let n: usize = n.parse().unwrap();
+            assert_eq!(m.key(), Some(key.as_bytes()), "key of {v}");
+            *seen.entry(v.clone()).or_default() += 1;
+            if let Some(prev) = last_of_key.insert(key.to_string(), n) {
+                assert!(prev < n, "key {key}: {n} after {prev} in partition {p}");
+            }
+            at.insert((*p, m.offset()), v);
+        }
+    }
+    let dup: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(dup.is_empty(), "records stored more than once: {dup:?}");
+    let mut acked = 0;
+    for d in log.snapshot() {
+        if let Ok(offset) = d.result {
+            acked += 1;
+            let want = format!("k{}:{}", d.id % 64, d.id);
+            assert_eq!(
+                at.get(&(d.partition, offset)),
+                Some(&want),
+                "acknowledged record {want} missing at {}/{offset}",
+                d.partition
+            );
+        }
+    }
+    acked
+}
+
+/// `topic`/`partition` as broker `at`'s Metadata (v12) describes it.
+pub fn partition_metadata(
+    at: &str,
+    topic: &str,
+    partition: i32,
+) -> kafka_protocol::messages::metadata_response::MetadataResponsePartition {
+    let mut s = connect(at.parse().unwrap(), Duration::from_secs(10)).expect("connect");
+    let r = send_request(
+        &mut s,
+        &MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(topic.to_string())))),
+        ])),
+        12,
+    );
+    r.topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == partition)
+        .cloned()
+        .expect("partition listed")
+}
+
+/// The replicas of `topic`/`partition`, preferred first, as broker `at` reports them.
+pub fn replicas_of(at: &str, topic: &str, partition: i32) -> Vec<i32> {
+    let p = partition_metadata(at, topic, partition);
+    p.replica_nodes.iter().map(|b| b.0).collect()
+}
+
+/// The ISR of `topic`/`partition` as broker `at`'s Metadata reports it, sorted.
+pub fn isr_of(at: &str, topic: &str, partition: i32) -> Vec<i32> {
+    let p = partition_metadata(at, topic, partition);
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+    isr.sort_unstable();
+    isr
 }
