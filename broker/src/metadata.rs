@@ -66,6 +66,53 @@ pub enum MetaRecord {
     ProducerIds {
         next: i64,
     },
+    /// AlterPartitionReassignments: the partition's replicas are to become `target`. Until
+    /// it completes, the partition is on every current replica and every target one.
+    ReassignmentStarted {
+        id: Uuid,
+        partition: i32,
+        target: Vec<i32>,
+    },
+    /// The partition's Raft voters are `target`: the replicas left out stop holding it.
+    /// Ignored unless the partition is being moved to exactly `target`.
+    ReassignmentCompleted {
+        id: Uuid,
+        partition: i32,
+        target: Vec<i32>,
+    },
+}
+
+/// A partition being moved (Kafka's KIP-455 terms): its replicas are `target` followed by
+/// `removing`; `adding` are the targets not among the replicas when it started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reassignment {
+    pub target: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+impl Reassignment {
+    /// Moving a partition from `current` replicas to `target`.
+    pub fn new(current: &[i32], target: &[i32]) -> Self {
+        Reassignment {
+            target: target.to_vec(),
+            adding: target
+                .iter()
+                .copied()
+                .filter(|r| !current.contains(r))
+                .collect(),
+            removing: current
+                .iter()
+                .copied()
+                .filter(|r| !target.contains(r))
+                .collect(),
+        }
+    }
+
+    /// Every replica that holds the partition meanwhile: the targets first.
+    pub fn replicas(&self) -> Vec<i32> {
+        self.target.iter().chain(&self.removing).copied().collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,8 +122,11 @@ pub struct Topic {
     pub partitions: i32,
     /// Overrides only; defaults come from the broker config.
     pub configs: BTreeMap<String, String>,
-    /// Replicas of each partition, the preferred leader first.
+    /// Replicas of each partition, the preferred leader first (while a partition moves:
+    /// its target replicas, then those it is leaving).
     pub assignments: Vec<Vec<i32>>,
+    /// Partitions being moved, by index.
+    pub reassignments: BTreeMap<i32, Reassignment>,
 }
 
 impl Topic {
@@ -88,7 +138,27 @@ impl Topic {
     }
 
     pub fn replication_factor(&self) -> i16 {
-        self.assignments.first().map_or(0, |r| r.len() as i16)
+        (0..self.partitions)
+            .map(|p| match self.reassignments.get(&p) {
+                Some(r) => r.target.len(),
+                None => self.replicas(p).len(),
+            })
+            .next()
+            .map_or(0, |n| n as i16)
+    }
+
+    /// The replicas a partition's Raft group had before any move in progress: those that
+    /// may form the group if it has none yet (a replica being added must never).
+    pub fn settled_replicas(&self, partition: i32) -> Vec<i32> {
+        let adding = self
+            .reassignments
+            .get(&partition)
+            .map_or(&[][..], |r| r.adding.as_slice());
+        self.replicas(partition)
+            .iter()
+            .copied()
+            .filter(|r| !adding.contains(r))
+            .collect()
     }
 }
 
@@ -136,6 +206,7 @@ impl MetadataImage {
                         partitions: *partitions,
                         configs: configs.clone(),
                         assignments: assignments.clone(),
+                        reassignments: BTreeMap::new(),
                     },
                 );
             }
@@ -160,6 +231,48 @@ impl MetadataImage {
                 }
             }
             MetaRecord::ProducerIds { next } => self.producer_ids_reserved = *next,
+            MetaRecord::ReassignmentStarted {
+                id,
+                partition,
+                target,
+            } => {
+                let Some(t) = self.by_id.get(id).and_then(|n| self.topics.get_mut(n)) else {
+                    return;
+                };
+                let Some(slot) = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|p| t.assignments.get_mut(p))
+                else {
+                    return;
+                };
+                // From the replicas it has now, a move in progress included: a replica leaves
+                // only once the group's voters no longer need it.
+                let r = Reassignment::new(slot, target);
+                *slot = r.replicas();
+                t.reassignments.insert(*partition, r);
+            }
+            MetaRecord::ReassignmentCompleted {
+                id,
+                partition,
+                target,
+            } => {
+                let Some(t) = self.by_id.get(id).and_then(|n| self.topics.get_mut(n)) else {
+                    return;
+                };
+                if t.reassignments
+                    .get(partition)
+                    .is_none_or(|r| r.target != *target)
+                {
+                    return;
+                }
+                t.reassignments.remove(partition);
+                if let Some(slot) = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|p| t.assignments.get_mut(p))
+                {
+                    *slot = target.clone();
+                }
+            }
         }
     }
 }
@@ -311,5 +424,67 @@ fn complete_legacy(records: &mut [MetaRecord], node: i32) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_with(assignments: Vec<Vec<i32>>) -> (MetadataImage, Uuid) {
+        let id = Uuid::from_u128(7);
+        let mut image = MetadataImage::default();
+        image.apply(&MetaRecord::TopicCreated {
+            name: "t".into(),
+            id,
+            partitions: assignments.len() as i32,
+            configs: BTreeMap::new(),
+            assignments,
+        });
+        (image, id)
+    }
+
+    #[test]
+    fn a_move_keeps_every_replica_until_it_completes_at_its_target() {
+        let (mut image, id) = image_with(vec![vec![1, 2], vec![2, 3]]);
+        let start = |partition, target: Vec<i32>| MetaRecord::ReassignmentStarted {
+            id,
+            partition,
+            target,
+        };
+        image.apply(&start(0, vec![2, 3]));
+        let t = image.topic("t").unwrap();
+        assert_eq!(t.replicas(0), &[2, 3, 1]);
+        assert_eq!(
+            t.reassignments[&0],
+            Reassignment {
+                target: vec![2, 3],
+                adding: vec![3],
+                removing: vec![1],
+            }
+        );
+        assert_eq!(t.settled_replicas(0), vec![2, 1]);
+        assert_eq!(t.replication_factor(), 2);
+
+        // A new target mid-move starts from every replica the partition has now, so the
+        // replica being added stays until the group no longer needs it.
+        image.apply(&start(0, vec![1, 4]));
+        let t = image.topic("t").unwrap();
+        assert_eq!(t.replicas(0), &[1, 4, 2, 3]);
+        assert_eq!(t.reassignments[&0].removing, vec![2, 3]);
+
+        // The end of an earlier target is ignored; the current one's ends the move.
+        let done = |target: Vec<i32>| MetaRecord::ReassignmentCompleted {
+            id,
+            partition: 0,
+            target,
+        };
+        image.apply(&done(vec![2, 3]));
+        assert_eq!(image.topic("t").unwrap().replicas(0), &[1, 4, 2, 3]);
+        image.apply(&done(vec![1, 4]));
+        let t = image.topic("t").unwrap();
+        assert_eq!(t.replicas(0), &[1, 4]);
+        assert!(t.reassignments.is_empty());
+        assert_eq!(t.replicas(1), &[2, 3]);
     }
 }

@@ -27,6 +27,8 @@ use crate::partition::{Durability, Partition, ReplicaSpec};
 use sluice_raft::rpc::Peers;
 use sluice_raft::{Leadership, Ticker};
 
+mod reassign;
+
 /// Work sent to another shard: runs there and reports back through its own channel.
 pub type Job = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
@@ -137,6 +139,8 @@ pub struct Shard {
     group_ids: RefCell<HashMap<u64, (Uuid, i32)>>,
     /// Shard 0, with `rpc.listen`: the inter-broker RPC endpoint.
     rpc_server: RefCell<Option<sluice_raft::rpc::Server>>,
+    /// Partitions this shard leads whose reassignment a task of its own drives.
+    moving: RefCell<HashSet<(Uuid, i32)>>,
 }
 
 impl Shard {
@@ -173,6 +177,7 @@ impl Shard {
             outbox: RefCell::new(Vec::new()),
             group_ids: RefCell::new(HashMap::new()),
             rpc_server: RefCell::new(None),
+            moving: RefCell::new(HashSet::new()),
             config,
         })
     }
@@ -334,10 +339,15 @@ impl Shard {
         } else {
             Vec::new()
         };
-        // The ISR as the current term's leader reported it, without replicas offline here.
-        let lagging = leadership.map_or_else(Vec::new, |l| {
+        // The ISR as the current term's leader reported it, without replicas offline here,
+        // and without replicas still being added by a reassignment (Kafka's adding replicas
+        // join the ISR once caught up; these become voters only then).
+        let mut lagging = leadership.map_or_else(Vec::new, |l| {
             self.out_of_sync_in(&(topic.id, partition), l.term)
         });
+        if let Some(r) = topic.reassignments.get(&partition) {
+            lagging.extend(r.adding.iter().map(|&a| a as u64));
+        }
         PartitionView {
             leader: leadership.and_then(|l| l.leader).map(|l| l as i32),
             epoch: leadership.map_or(-1, |l| l.term.min(i32::MAX as u64) as i32),
@@ -654,10 +664,16 @@ impl Shard {
                     continue;
                 }
                 match self.local_partition(&t.id, p) {
-                    Some(part) => part.set_config(
-                        self.config.log_config(&t.configs),
-                        self.config.record_rules(&t.configs),
-                    ),
+                    Some(part) => {
+                        part.set_config(
+                            self.config.log_config(&t.configs),
+                            self.config.record_rules(&t.configs),
+                        );
+                        part.set_preferred_leader(preferred_leader(t, p));
+                        if part.leadership().ready {
+                            self.drive_reassignment((t.id, p));
+                        }
+                    }
                     None => to_open.push(p),
                 }
             }
@@ -739,6 +755,7 @@ impl Shard {
                 move |s| async move { s.outbox.borrow_mut().push(notice) },
             )
             .await;
+            self.drive_reassignment(key);
         }
         if !offsets || isr_only {
             return;
@@ -763,7 +780,8 @@ impl Shard {
         let spec = ReplicaSpec {
             node: self.config.node_id as u64,
             // The preferred leader first: the group's leadership balancing moves back to it.
-            voters: t.replicas(p).iter().map(|&n| n as u64).collect(),
+            // A replica being added is not among them, so it never forms a group of its own.
+            voters: t.settled_replicas(p).iter().map(|&n| n as u64).collect(),
             election_min: sluice_raft::ELECTION_TIMEOUT_MIN,
             replica_lag: self.config.replica_lag(),
             transport: self.raft_peers.transport(group_id(&t.id, p)),
@@ -772,6 +790,7 @@ impl Shard {
         };
         match Partition::open(&dir, t.name.clone(), p, config, rules, spec).await {
             Ok(part) => {
+                part.set_preferred_leader(preferred_leader(t, p));
                 let key = (t.id, p);
                 let weak = Rc::downgrade(self);
                 let offsets = t.name == crate::groups::OFFSETS_TOPIC;
@@ -822,6 +841,15 @@ impl Shard {
             c.close().await;
         }
     }
+}
+
+/// The replica a partition's leadership balancing moves back to: its first, unless it is
+/// being moved (then none, until the move ends: the leader may be on its way out).
+fn preferred_leader(t: &Topic, p: i32) -> Option<u64> {
+    if t.reassignments.contains_key(&p) {
+        return None;
+    }
+    t.replicas(p).first().map(|&n| n as u64)
 }
 
 /// Runs `f` on every item as tasks of this shard, at most `PARTITION_OPEN_CONCURRENCY` at a

@@ -1256,6 +1256,75 @@ fn metadata_cases(run: &mut Run) {
             });
         }
     }
+    // Replica lists by position: `OWN` is the peer's own node id, found per peer.
+    const OWN: i32 = -1;
+    let moves: [(&str, Option<&[i32]>); 5] = [
+        ("same replicas", Some(&[OWN])),
+        ("unknown broker", Some(&[OWN, 99])),
+        ("no replicas", Some(&[])),
+        ("duplicate replicas", Some(&[OWN, OWN])),
+        ("cancel with none in progress", None),
+    ];
+    for v in run.versions::<AlterPartitionReassignmentsRequest>() {
+        for (label, replicas) in moves {
+            run.case(
+                "AlterPartitionReassignments",
+                &format!("v{v} {label}"),
+                |p| {
+                    let own = p
+                        .call(&MetadataRequest::default().with_topics(Some(vec![])), 12)
+                        .expect("metadata")
+                        .brokers[0]
+                        .node_id
+                        .0;
+                    let ids = replicas.map(|r| {
+                        r.iter()
+                            .map(|&b| BrokerId(if b == OWN { own } else { b }))
+                            .collect()
+                    });
+                    let partition = |i, ids| {
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(i)
+                            .with_replicas(ids)
+                    };
+                    let req = AlterPartitionReassignmentsRequest::default()
+                        .with_timeout_ms(10_000)
+                        .with_topics(vec![
+                            alter_partition_reassignments_request::ReassignableTopic::default()
+                                .with_name(name(PLAIN))
+                                .with_partitions(vec![
+                                    partition(0, ids.clone()),
+                                    partition(99, ids),
+                                ]),
+                        ]);
+                    outcome(p.call(&req, v))
+                },
+            );
+        }
+    }
+    for v in run.versions::<ListPartitionReassignmentsRequest>() {
+        for (label, topics) in [
+            ("all", None),
+            (
+                "named",
+                Some(vec![
+                    list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                        .with_name(name(PLAIN))
+                        .with_partition_indexes(vec![0, 99]),
+                    list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                        .with_name(name("lr-missing"))
+                        .with_partition_indexes(vec![0]),
+                ]),
+            ),
+        ] {
+            run.case("ListPartitionReassignments", &format!("v{v} {label}"), |p| {
+                let req = ListPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(10_000)
+                    .with_topics(topics.clone());
+                outcome(p.call(&req, v))
+            });
+        }
+    }
     for v in run.versions::<DescribeClusterRequest>() {
         run.case("DescribeCluster", &format!("v{v}"), |p| {
             let req = DescribeClusterRequest::default();

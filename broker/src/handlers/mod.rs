@@ -43,6 +43,7 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod reassignments;
 mod sync_group;
 
 /// ApiVersions v0–v4: v3+ is flexible; kafka-protocol 0.18 does not know v5, which newer
@@ -78,6 +79,14 @@ pub const ROUTES: &[(ApiKey, VersionRange)] = &[
         describe_topic_partitions::VERSIONS,
     ),
     (ApiKey::ElectLeaders, elect_leaders::VERSIONS),
+    (
+        ApiKey::AlterPartitionReassignments,
+        reassignments::ALTER_VERSIONS,
+    ),
+    (
+        ApiKey::ListPartitionReassignments,
+        reassignments::LIST_VERSIONS,
+    ),
     (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
     (ApiKey::JoinGroup, join_group::VERSIONS),
     (ApiKey::SyncGroup, sync_group::VERSIONS),
@@ -138,6 +147,12 @@ pub async fn handle(
         }
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(&s, r, version).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => {
+            ResponseKind::AlterPartitionReassignments(reassignments::alter(&s, r, version).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(reassignments::list(&s, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(&s, r).await)

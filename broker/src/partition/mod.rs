@@ -384,6 +384,20 @@ impl Partition {
         r
     }
 
+    /// As leader: one step of moving the group's voters to `target` (a reassignment).
+    pub async fn move_voters(
+        &self,
+        target: &[u64],
+        catch_up: Duration,
+    ) -> Result<sluice_raft::MoveStep, ProposeError> {
+        self.group.move_voters(target, catch_up).await
+    }
+
+    /// Sets the replica leadership balancing moves back to (`None`: none, while it moves).
+    pub fn set_preferred_leader(&self, node: Option<u64>) {
+        self.group.set_preferred_leader(node);
+    }
+
     /// Waits (at most `timeout`) until what this replica knows committed is applied.
     pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
         self.group.wait_caught_up(timeout).await
