@@ -56,6 +56,19 @@ pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = ops(&[5, 7, 8, 9, 10, 11, 12]);
 /// SUBTRACT apply only to these).
 pub const LIST_TOPIC_CONFIGS: &[&str] = &["cleanup.policy"];
 
+/// Kafka's replication throttles (KIP-73), as broker and as topic configs. Sluice does not
+/// throttle replication, so none can be set; deleting one, as `kafka-reassign-partitions
+/// --verify` does once a move is done, succeeds and changes nothing.
+pub const REPLICATION_THROTTLE_BROKER_CONFIGS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+pub const REPLICATION_THROTTLE_TOPIC_CONFIGS: &[&str] = &[
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
+];
+
 /// A topic config and the broker config that supplies its default.
 const TOPIC_TO_BROKER_KEY: &[(&str, &str)] = &[
     ("cleanup.policy", "log.cleanup.policy"),

@@ -1,6 +1,7 @@
 //! IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on a topic's overrides;
 //! APPEND and SUBTRACT only on list configs (`cleanup.policy`), starting from the default
-//! when the topic has no override.
+//! when the topic has no override. Replication throttles can only be deleted, which
+//! changes nothing: Sluice does not throttle replication.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -14,6 +15,7 @@ use sluice_protocol::{ResponseError, VersionRange};
 
 use super::admin::{
     alter_topic_configs, duplicates, error_fields, prepare_alter, ConfigEdit, LIST_TOPIC_CONFIGS,
+    REPLICATION_THROTTLE_BROKER_CONFIGS, REPLICATION_THROTTLE_TOPIC_CONFIGS,
 };
 use crate::shard::Shard;
 use crate::topics::TopicError;
@@ -54,7 +56,7 @@ pub async fn handle(
                 &s.config,
                 res.resource_type,
                 res.resource_name.as_str(),
-                !res.configs.is_empty(),
+                changes_broker_config(res),
                 dup,
                 || {
                     let ops = check_ops(&defaults, res)?;
@@ -80,6 +82,15 @@ pub async fn handle(
     resp
 }
 
+/// Whether a broker resource's operations would change anything: all but deleting a
+/// replication throttle, which cannot be set.
+fn changes_broker_config(res: &AlterConfigsResource) -> bool {
+    res.configs.iter().any(|c| {
+        c.config_operation != DELETE
+            || !REPLICATION_THROTTLE_BROKER_CONFIGS.contains(&c.name.as_str())
+    })
+}
+
 /// The checks that need no metadata: known keys, each key once, valid operations.
 fn check_ops(
     defaults: &BTreeMap<String, String>,
@@ -94,8 +105,19 @@ fn check_ops(
     }
     res.configs
         .iter()
+        .filter(|c| {
+            // Deleting a throttle that cannot be set leaves nothing to do.
+            c.config_operation != DELETE
+                || !REPLICATION_THROTTLE_TOPIC_CONFIGS.contains(&c.name.as_str())
+        })
         .map(|c| {
             let key = c.name.as_str().to_string();
+            if REPLICATION_THROTTLE_TOPIC_CONFIGS.contains(&key.as_str()) {
+                return Err(TopicError::new(
+                    ResponseError::InvalidConfig,
+                    format!("{key} cannot be set: Sluice does not throttle replication"),
+                ));
+            }
             if !defaults.contains_key(&key) {
                 return Err(TopicError::new(
                     ResponseError::InvalidConfig,

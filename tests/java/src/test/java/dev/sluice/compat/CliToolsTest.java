@@ -12,10 +12,20 @@ import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Map;
 import java.util.TreeSet;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Collectors;
 
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicPartition;
 import org.junit.jupiter.api.MethodOrderer;
 import org.junit.jupiter.api.Order;
 import org.junit.jupiter.api.Test;
@@ -26,7 +36,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Test 5: the Kafka command-line tools (kafka-topics, kafka-console-producer,
- * kafka-console-consumer, kafka-leader-election) from the kafka-tools jar, each run as a child JVM on the test
+ * kafka-console-consumer, kafka-leader-election, kafka-reassign-partitions) from the kafka-tools jar, each run as a child JVM on the test
  * classpath (their main methods call System.exit).
  */
 @ExtendWith(Broker.class)
@@ -38,6 +48,9 @@ class CliToolsTest {
     private static final String CONSOLE_PRODUCER = "org.apache.kafka.tools.ConsoleProducer";
     private static final String CONSOLE_CONSUMER = "org.apache.kafka.tools.consumer.ConsoleConsumer";
     private static final String LEADER_ELECTION = "org.apache.kafka.tools.LeaderElectionCommand";
+    private static final String REASSIGN = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
+    /** How long a move may take: the new replicas catch up, then the Raft voters change. */
+    private static final long REASSIGN_WAIT_S = 60;
     private static final int LINES = 100;
 
     private final String topic = Clients.uniqueTopic("compat-cli");
@@ -139,6 +152,98 @@ class CliToolsTest {
         assertTrue(missing.exitCode() != 0, () -> "kafka-leader-election on a missing partition: " + missing);
         assertTrue((missing.stdout() + missing.stderr()).contains(topic + "-7"),
                 () -> "kafka-leader-election on a missing partition: " + missing);
+    }
+
+    @Test
+    @Order(4)
+    void kafkaReassignPartitions() throws Exception {
+        String moved = Clients.uniqueTopic("compat-reassign");
+        List<Integer> brokers;
+        try (Admin admin = Clients.admin()) {
+            brokers = admin.describeCluster().nodes().get(Clients.OP_TIMEOUT_S, TimeUnit.SECONDS)
+                    .stream().map(Node::id).sorted().collect(Collectors.toList());
+            // One replica, whatever the suite's replication factor: Clients.createTopic's wait
+            // expects that factor.
+            admin.createTopics(List.of(new NewTopic(moved, Map.of(0, List.of(brokers.get(0))))))
+                    .all().get(Clients.OP_TIMEOUT_S, TimeUnit.SECONDS);
+        }
+        TopicPartition tp = new TopicPartition(moved, 0);
+        try (KafkaConsumer<byte[], byte[]> c = Clients.consumer()) {
+            c.endOffsets(List.of(tp), java.time.Duration.ofSeconds(Clients.OP_TIMEOUT_S));
+        }
+        try (KafkaProducer<byte[], byte[]> producer = Clients.producer(Map.of())) {
+            for (int i = 0; i < LINES; i++) {
+                producer.send(new ProducerRecord<>(moved, 0, bytes("key-" + i), bytes("moved " + i))).get();
+            }
+        }
+        // On a cluster the partition leaves its only replica for two others; on one broker
+        // the plan names the replica it has, which the tool carries out as a no-op.
+        List<Integer> target = brokers.size() >= 3 ? List.of(brokers.get(2), brokers.get(1)) : List.of(brokers.get(0));
+        Path plan = tmp.resolve("reassignment.json");
+        Files.writeString(plan, "{\"version\":1,\"partitions\":[{\"topic\":\"" + moved
+                + "\",\"partition\":0,\"replicas\":" + target + "}]}");
+        Result execute = reassign("--reassignment-json-file", plan.toString(), "--execute");
+        assertEquals(0, execute.exitCode(), () -> "kafka-reassign-partitions --execute: " + execute);
+        assertTrue(execute.stdout().contains("Successfully started partition reassignment for " + moved + "-0"),
+                () -> "kafka-reassign-partitions --execute: " + execute);
+
+        // --verify reports the move done once the new replicas are the partition's voters, and
+        // then clears replication throttles (none are set here).
+        String done = "Reassignment of partition " + moved + "-0 is completed.";
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(REASSIGN_WAIT_S);
+        Result verify = reassign("--reassignment-json-file", plan.toString(), "--verify");
+        while (!verify.stdout().contains(done) && System.nanoTime() < deadline) {
+            Thread.sleep(500);
+            verify = reassign("--reassignment-json-file", plan.toString(), "--verify");
+        }
+        Result verified = verify;
+        assertEquals(0, verified.exitCode(), () -> "kafka-reassign-partitions --verify: " + verified);
+        assertTrue(verified.stdout().contains(done), () -> "kafka-reassign-partitions --verify: " + verified);
+        Result list = reassign("--list");
+        assertEquals(0, list.exitCode(), () -> "kafka-reassign-partitions --list: " + list);
+        assertTrue(list.stdout().contains("No partition reassignments found."),
+                () -> "kafka-reassign-partitions --list: " + list);
+
+        try (Admin admin = Clients.admin()) {
+            TopicDescription d = admin.describeTopics(List.of(moved)).allTopicNames()
+                    .get(Clients.OP_TIMEOUT_S, TimeUnit.SECONDS).get(moved);
+            List<Integer> replicas = d.partitions().get(0).replicas().stream().map(Node::id).collect(Collectors.toList());
+            assertEquals(target, replicas, () -> "replicas after the move: " + d);
+            Clients.waitUntil("the new replicas are in sync", java.time.Duration.ofSeconds(REASSIGN_WAIT_S), () -> {
+                try (Admin a = Clients.admin()) {
+                    TopicDescription now = a.describeTopics(List.of(moved)).allTopicNames()
+                            .get(Clients.OP_TIMEOUT_S, TimeUnit.SECONDS).get(moved);
+                    return new TreeSet<>(now.partitions().get(0).isr().stream().map(Node::id).collect(Collectors.toList()))
+                            .equals(new TreeSet<>(target));
+                } catch (Exception e) {
+                    return false;
+                }
+            });
+        }
+        // Every record is read back from the new replicas, in order, with its key.
+        try (KafkaConsumer<byte[], byte[]> consumer = Clients.consumer()) {
+            consumer.assign(List.of(tp));
+            consumer.seekToBeginning(List.of(tp));
+            List<ConsumerRecord<byte[], byte[]>> got = Clients.readUntil(consumer, Map.of(tp, (long) LINES),
+                    java.time.Duration.ofSeconds(REASSIGN_WAIT_S)).get(tp);
+            assertEquals(LINES, got.size(), "records read back after the move");
+            for (int i = 0; i < LINES; i++) {
+                ConsumerRecord<byte[], byte[]> r = got.get(i);
+                assertEquals(i, r.offset(), "offset of record " + i);
+                assertEquals("key-" + i, new String(r.key(), StandardCharsets.UTF_8));
+                assertEquals("moved " + i, new String(r.value(), StandardCharsets.UTF_8));
+            }
+        }
+    }
+
+    private Result reassign(String... args) throws IOException, InterruptedException {
+        List<String> all = new ArrayList<>(List.of("--bootstrap-server", Broker.bootstrap()));
+        all.addAll(Arrays.asList(args));
+        return tool(REASSIGN, null, 60, all.toArray(String[]::new));
+    }
+
+    private static byte[] bytes(String s) {
+        return s.getBytes(StandardCharsets.UTF_8);
     }
 
     /** kafka-leader-election with {@code --election-type type} and the given partitions. */
