@@ -315,3 +315,79 @@ fn bad_reassignments_get_kafkas_error_codes() {
         }
     });
 }
+
+#[test]
+fn a_move_survives_the_kill_of_its_leader_and_the_replica_left_out_deletes_it_at_restart() {
+    run_bounded("reassign-kill", Duration::from_secs(300), || {
+        let cluster = Cluster::start(3);
+        let joiner = cluster.spawn_joiner(4);
+        joiner.wait_ready();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for b in cluster.brokers.iter().chain([&joiner]) {
+            common::cluster::wait_listed(b, 4, deadline);
+        }
+        let bootstrap = format!("{},{}", cluster.bootstrap(), joiner.bootstrap());
+        let at = cluster.node(2).bootstrap().to_string();
+        let topic = unique_name("kill-moved");
+        create_assigned(&at, &topic, &[&[1, 2, 3], &[2, 3, 1]]);
+        wait_topic_ready(&bootstrap, &topic, PARTITIONS);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cluster.leader(&topic, 0) != Some(1) {
+            assert!(
+                Instant::now() < deadline,
+                "{topic}/0 is not led by broker 1"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (p, log) = logged_producer(&idempotent_producer_config(&bootstrap));
+        send_keyed(&p, &topic, 0, 2_000);
+        p.flush(Duration::from_secs(60)).expect("flush");
+
+        // Broker 4, the replica being added, is paused, so the move waits for it; meanwhile
+        // its leader (1, which the move leaves out) is killed.
+        joiner.signal(libc::SIGSTOP);
+        let r = alter(&at, &topic, &[(0, Some(&[2, 3, 4]))], true);
+        assert_eq!(r, vec![(0, 0, None)], "alter answered");
+        let listed = ongoing(&at, Some(&topic));
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(ids(&listed[0].1.adding_replicas), vec![4]);
+        assert_eq!(ids(&listed[0].1.removing_replicas), vec![1]);
+        cluster.node(1).kill9();
+        send_keyed(&p, &topic, 2_000, 2_000);
+        p.flush(Duration::from_secs(120)).expect("flush");
+
+        // The new leader carries the move on once broker 4 runs again.
+        joiner.signal(libc::SIGCONT);
+        let live: Vec<&Broker> = cluster.brokers[1..].iter().chain([&joiner]).collect();
+        let started = Instant::now();
+        for b in &live {
+            loop {
+                let moved = ongoing(b.bootstrap(), Some(&topic)).is_empty()
+                    && replicas_of(b.bootstrap(), &topic, 0) == [2, 3, 4];
+                if moved {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < MOVE_TIMEOUT,
+                    "{topic}/0 not moved on {}",
+                    b.bootstrap()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        eprintln!("moved {:?} after broker 4 resumed", started.elapsed());
+        send_keyed(&p, &topic, 4_000, 1_000);
+        p.flush(Duration::from_secs(120)).expect("flush");
+
+        // Broker 1 comes back to find itself outside the partition: it deletes its copy and
+        // keeps partition 1, which did not move.
+        cluster.node(1).restart();
+        wait_deleted(&cluster, 1, &topic, 0);
+        assert!(cluster
+            .node(1)
+            .data_dir()
+            .join(format!("{topic}-1"))
+            .exists());
+        assert_eq!(check_read_back(&bootstrap, &topic, PARTITIONS, &log), 5_000);
+    });
+}
