@@ -493,8 +493,12 @@ func (r *run) target(e event) (int32, string) {
 	return p.Leader, fmt.Sprintf("p%d leader (epoch %d)", e.partition, p.LeaderEpoch)
 }
 
-// inject applies one event and heals it: restart after a kill, SIGCONT after a pause.
+// inject applies one event and heals it: restart after a kill, SIGCONT after a pause,
+// the third replica back after a reassignment.
 func (r *run) inject(e event) faultRecord {
+	if e.kind == reassign {
+		return r.injectReassign(e)
+	}
 	fr := faultRecord{event: e}
 	fr.node, fr.note = r.target(e)
 	fr.injected = time.Now()

@@ -18,11 +18,12 @@ const (
 	pauseLeader                      // SIGSTOP a partition's leader, SIGCONT after hold
 	pauseBroker                      // SIGSTOP any broker, SIGCONT after hold
 	killCoordinator                  // kill -9 the consumer group's coordinator, restart it after hold
+	reassign                         // move a partition to two replicas, back to three after hold
 	faultKinds
 )
 
 func (k faultKind) String() string {
-	return [...]string{"kill-leader", "kill-follower", "kill-controller", "pause-leader", "pause-broker", "kill-coordinator"}[k]
+	return [...]string{"kill-leader", "kill-follower", "kill-controller", "pause-leader", "pause-broker", "kill-coordinator", "reassign"}[k]
 }
 
 func (k faultKind) kills() bool {
