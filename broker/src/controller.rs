@@ -238,7 +238,13 @@ impl Controller {
         let weak = Rc::downgrade(shard);
         partition.on_leadership_change(Box::new(move |l| {
             if let Some(s) = weak.upgrade() {
-                glommio::spawn_local(async move { s.announce_controller(l.leader).await }).detach();
+                glommio::spawn_local(async move {
+                    s.announce_controller(l.leader).await;
+                    if let (true, Some(c)) = (l.ready, s.controller()) {
+                        c.drop_decommissioned(&s.metadata()).await;
+                    }
+                })
+                .detach();
             }
         }));
         shard
@@ -260,6 +266,9 @@ impl Controller {
                 s.set_peer_addresses(&image).await;
                 s.broadcast_image(image.clone()).await;
                 published.set(image.version);
+                if let Some(c) = s.controller() {
+                    c.drop_decommissioned(&image).await;
+                }
             }
         })
         .detach();
@@ -273,6 +282,33 @@ impl Controller {
     /// The image as applied on this broker (maybe ahead of what the shards have).
     pub fn image(&self) -> MetadataImage {
         self.applier.image.borrow().clone()
+    }
+
+    /// The controller group's voters (the seed brokers), as this broker knows them.
+    pub fn voters(&self) -> Vec<u64> {
+        self.partition().map_or_else(Vec::new, |p| p.voters())
+    }
+
+    /// On the leader: takes decommissioned brokers out of the controller group, where they
+    /// are learners (only brokers beyond the seeds can be decommissioned). Runs at every
+    /// new image and whenever this broker starts leading, so a leader change between the
+    /// commit and the removal leaves no member behind.
+    pub async fn drop_decommissioned(&self, image: &MetadataImage) {
+        let Some(p) = self.partition() else {
+            return;
+        };
+        if !p.leadership().ready {
+            return;
+        }
+        for &id in &image.decommissioned {
+            match p.remove_learner(id as u64).await {
+                Ok(true) => info!(node = id, "decommissioned broker left the controller group"),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(node = id, error = %e, "a decommissioned broker is still a learner of the controller")
+                }
+            }
+        }
     }
 
     /// Who leads the controller group, as this broker sees it.
@@ -425,6 +461,12 @@ impl Controller {
                 return call_controller(shard, l, &msg).await;
             }
             _ => return BrokerReply::NotLeader,
+        }
+        if self.image().decommissioned.contains(&(node as i32)) {
+            return BrokerReply::Refused(format!(
+                "node id {node} was decommissioned: a broker joining again needs a node.id of \
+                 its own and an empty data dir"
+            ));
         }
         if p.voters().contains(&node) {
             return BrokerReply::Refused(format!(

@@ -6,7 +6,7 @@
 //! controller's voters and applied, in log order, on every broker to its
 //! `MetadataImage`. The immutable image is then handed to every shard.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -72,6 +72,11 @@ pub enum MetaRecord {
         id: Uuid,
         partition: i32,
         target: Vec<i32>,
+    },
+    /// A decommissioned broker leaves the cluster: it holds no replica, and its node id is
+    /// never registered again.
+    BrokerUnregistered {
+        id: i32,
     },
     /// The partition's Raft voters are `target`: the replicas left out stop holding it.
     /// Ignored unless the partition is being moved to exactly `target`.
@@ -173,9 +178,20 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, Topic>,
     pub by_id: HashMap<Uuid, String>,
     pub producer_ids_reserved: i64,
+    /// Node ids of brokers that were decommissioned.
+    pub decommissioned: BTreeSet<i32>,
 }
 
 impl MetadataImage {
+    /// The partitions with a replica on broker `id` (a move in progress included).
+    pub fn partitions_on(&self, id: i32) -> Vec<(&Topic, i32)> {
+        self.topics
+            .values()
+            .flat_map(|t| (0..t.partitions).map(move |p| (t, p)))
+            .filter(|(t, p)| t.replicas(*p).contains(&id))
+            .collect()
+    }
+
     pub fn topic(&self, name: &str) -> Option<&Topic> {
         self.topics.get(name)
     }
@@ -188,7 +204,13 @@ impl MetadataImage {
         match r {
             MetaRecord::ClusterId(id) => self.cluster_id = id.clone(),
             MetaRecord::BrokerRegistered(b) => {
-                self.brokers.insert(b.id, b.clone());
+                if !self.decommissioned.contains(&b.id) {
+                    self.brokers.insert(b.id, b.clone());
+                }
+            }
+            MetaRecord::BrokerUnregistered { id } => {
+                self.brokers.remove(id);
+                self.decommissioned.insert(*id);
             }
             MetaRecord::TopicCreated {
                 name,

@@ -391,3 +391,119 @@ fn a_move_survives_the_kill_of_its_leader_and_the_replica_left_out_deletes_it_at
         assert_eq!(check_read_back(&bootstrap, &topic, PARTITIONS, &log), 5_000);
     });
 }
+
+/// Sends UnregisterBroker for `id` to `at`: (error code, message).
+fn unregister(at: &str, id: i32) -> (i16, String) {
+    use kafka_protocol::messages::UnregisterBrokerRequest;
+    let mut s = connect(at.parse().unwrap(), Duration::from_secs(10)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(40)))
+        .expect("read timeout");
+    let r = send_request(
+        &mut s,
+        &UnregisterBrokerRequest::default().with_broker_id(BrokerId(id)),
+        0,
+    );
+    let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
+    (r.error_code, message)
+}
+
+#[test]
+fn decommission_moves_every_replica_off_a_joined_broker_which_then_leaves_for_good() {
+    run_bounded("decommission", Duration::from_secs(300), || {
+        let cluster = Cluster::start(3);
+        let joiner = cluster.spawn_joiner(4);
+        joiner.wait_ready();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for b in cluster.brokers.iter().chain([&joiner]) {
+            common::cluster::wait_listed(b, 4, deadline);
+        }
+        let bootstrap = cluster.bootstrap();
+        let at = cluster.node(1).bootstrap().to_string();
+        let topic = unique_name("decommissioned");
+        create_assigned(&at, &topic, &[&[4, 1, 2], &[2, 3, 4]]);
+        wait_topic_ready(&bootstrap, &topic, PARTITIONS);
+        let (p, log) = logged_producer(&idempotent_producer_config(&bootstrap));
+        send_keyed(&p, &topic, 0, 2_000);
+        p.flush(Duration::from_secs(60)).expect("flush");
+
+        // Refused: a broker holding replicas, a seed, an unknown id.
+        let (code, message) = unregister(&at, 4);
+        assert_eq!(code, 42, "INVALID_REQUEST: {message}");
+        assert!(message.contains("still holds 2 replicas"), "{message}");
+        let (code, message) = unregister(&at, 2);
+        assert_eq!(code, 42, "INVALID_REQUEST: {message}");
+        assert!(message.contains("seed"), "{message}");
+        assert_eq!(unregister(&at, 9).0, 102, "BROKER_ID_NOT_REGISTERED");
+
+        // Decommissioned under writes: its replicas move to the seeds, then it leaves.
+        let writer = {
+            let topic = topic.clone();
+            std::thread::spawn(move || {
+                for n in (2_000..5_000).step_by(100) {
+                    send_keyed(&p, &topic, n, 100);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                p.flush(Duration::from_secs(120)).expect("flush");
+            })
+        };
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "--brokers",
+                &bootstrap,
+                "cluster",
+                "decommission",
+                "4",
+                "--timeout-s",
+                "120",
+            ])
+            .env_remove("SLUICE_BROKERS")
+            .output()
+            .expect("run sluice cluster decommission");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("broker 4 decommissioned; 2 partitions moved"),
+            "{stdout}"
+        );
+        writer.join().expect("writer");
+        for b in &cluster.brokers {
+            common::cluster::wait_listed(b, 3, Instant::now() + Duration::from_secs(30));
+            for p in 0..PARTITIONS {
+                let r = replicas_of(b.bootstrap(), &topic, p);
+                assert!(r.len() == 3 && !r.contains(&4), "{topic}/{p} on {r:?}");
+            }
+        }
+        for p in 0..PARTITIONS {
+            let dir = joiner.data_dir().join(format!("{topic}-{p}"));
+            let deadline = Instant::now() + MOVE_TIMEOUT;
+            while dir.exists() {
+                assert!(Instant::now() < deadline, "{} still there", dir.display());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        assert_eq!(check_read_back(&bootstrap, &topic, PARTITIONS, &log), 5_000);
+
+        // Its node id is gone for good: restarted, the broker is refused and exits.
+        joiner.kill9();
+        joiner.respawn();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = joiner.exit_status() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a decommissioned broker still runs"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(!status.success(), "{status}");
+        let tail = joiner.log_tail(20);
+        assert!(tail.contains("was decommissioned"), "{tail}");
+    });
+}

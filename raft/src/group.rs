@@ -411,6 +411,29 @@ impl Group {
             .map_err(|e| ProposeError::Stopped(format!("cannot add learner {node}: {e}")))
     }
 
+    /// As leader: removes learner `node` from the group (a broker leaving the cluster);
+    /// whether it was one. A voter is left as it is.
+    pub async fn remove_learner(&self, node: u64) -> Result<bool, ProposeError> {
+        let learner = {
+            let m = self.metrics.borrow_watched();
+            let learner = m
+                .membership_config
+                .membership()
+                .learner_ids()
+                .any(|l| l == node);
+            learner
+        };
+        if !learner {
+            return Ok(false);
+        }
+        let nodes = std::collections::BTreeSet::from([node]);
+        self.raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(nodes), false)
+            .await
+            .map(|_| true)
+            .map_err(|e| ProposeError::Stopped(format!("cannot remove learner {node}: {e}")))
+    }
+
     /// As leader: one step of moving the group to the voters `target` (preferred first), as
     /// Raft's membership change does it: the replicas not yet members join as learners and
     /// catch up (waiting at most `catch_up` here), then joint consensus switches the voters,

@@ -45,6 +45,7 @@ mod offset_for_leader_epoch;
 mod produce;
 mod reassignments;
 mod sync_group;
+mod unregister_broker;
 
 /// ApiVersions v0–v4: v3+ is flexible; kafka-protocol 0.18 does not know v5, which newer
 /// clients try first and then retry lower after our UNSUPPORTED_VERSION answer.
@@ -87,6 +88,7 @@ pub const ROUTES: &[(ApiKey, VersionRange)] = &[
         ApiKey::ListPartitionReassignments,
         reassignments::LIST_VERSIONS,
     ),
+    (ApiKey::UnregisterBroker, unregister_broker::VERSIONS),
     (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
     (ApiKey::JoinGroup, join_group::VERSIONS),
     (ApiKey::SyncGroup, sync_group::VERSIONS),
@@ -153,6 +155,9 @@ pub async fn handle(
         }
         RequestKind::ListPartitionReassignments(r) => {
             ResponseKind::ListPartitionReassignments(reassignments::list(&s, r).await)
+        }
+        RequestKind::UnregisterBroker(r) => {
+            ResponseKind::UnregisterBroker(unregister_broker::handle(&s, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(&s, r).await)

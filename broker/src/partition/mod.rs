@@ -365,6 +365,11 @@ impl Partition {
         })
     }
 
+    /// As leader: removes learner `node` from the group (a decommissioned broker).
+    pub async fn remove_learner(&self, node: u64) -> Result<bool, ProposeError> {
+        self.group.remove_learner(node).await
+    }
+
     /// As leader: hands leadership to replica `to` and waits, at most `timeout`, until this
     /// replica sees it lead (ElectLeaders).
     pub async fn transfer_leadership(
