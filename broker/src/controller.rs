@@ -71,6 +71,9 @@ pub enum BrokerMessage {
         node: u64,
         rpc: String,
         forwarded: bool,
+        /// The broker started with an empty data dir (no controller log of its own).
+        #[serde(default)]
+        fresh: bool,
     },
     /// ElectLeaders on the broker leading a partition: hand its leadership to replica `to`,
     /// waiting at most `wait_ms` for it to take over.
@@ -423,7 +426,8 @@ impl Controller {
                 node,
                 rpc,
                 forwarded,
-            }) => self.admit(shard, node, rpc, forwarded).await,
+                fresh,
+            }) => self.admit(shard, node, rpc, forwarded, fresh).await,
             Ok(BrokerMessage::Elect {
                 topic,
                 partition,
@@ -446,6 +450,7 @@ impl Controller {
         node: u64,
         rpc: String,
         forwarded: bool,
+        fresh: bool,
     ) -> BrokerReply {
         let Some(p) = self.partition() else {
             return BrokerReply::Failed("controller closed".into());
@@ -457,15 +462,18 @@ impl Controller {
                     node,
                     rpc,
                     forwarded: true,
+                    fresh,
                 };
                 return call_controller(shard, l, &msg).await;
             }
             _ => return BrokerReply::NotLeader,
         }
-        if self.image().decommissioned.contains(&(node as i32)) {
+        // A decommissioned broker's old data (its stale controller log) never comes back;
+        // started empty, it joins as a new broker.
+        if self.image().decommissioned.contains(&(node as i32)) && !fresh {
             return BrokerReply::Refused(format!(
-                "node id {node} was decommissioned: a broker joining again needs a node.id of \
-                 its own and an empty data dir"
+                "node id {node} was decommissioned: to join again, start it with an empty \
+                 data dir"
             ));
         }
         if p.voters().contains(&node) {
@@ -483,6 +491,26 @@ impl Controller {
                 ));
             }
         }
+        if self.image().decommissioned.contains(&(node as i32)) {
+            // Readmitted before it becomes a learner, so the removal of decommissioned
+            // learners leaves it be.
+            let id = node as i32;
+            let readmit = move |img: &MetadataImage| {
+                let records = if img.decommissioned.contains(&id) {
+                    vec![MetaRecord::BrokerReadmitted { id }]
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, std::convert::Infallible>(records)
+            };
+            if let Err(e) = self.change(shard, readmit).await {
+                return BrokerReply::Failed(format!("cannot readmit node id {node}: {e}"));
+            }
+            info!(
+                node,
+                "a decommissioned node id is admitted again, for an empty broker"
+            );
+        }
         let addr = match resolve(&rpc).await {
             Ok(a) => a,
             Err(e) => return BrokerReply::Failed(format!("cannot resolve {rpc}: {e}")),
@@ -499,7 +527,13 @@ impl Controller {
 
     /// On a broker that is not a seed: asks the seeds, in turn, until the controller leader
     /// admitted this broker. Err for a refusal (its node id is taken) or a stop.
-    pub async fn join(&self, shard: &Rc<Shard>, seeds: &[(u64, SocketAddr)]) -> Result<(), String> {
+    /// `fresh`: this broker started with an empty data dir.
+    pub async fn join(
+        &self,
+        shard: &Rc<Shard>,
+        seeds: &[(u64, SocketAddr)],
+        fresh: bool,
+    ) -> Result<(), String> {
         let node = shard.config.node_id as u64;
         let rpc = shard
             .config
@@ -512,6 +546,7 @@ impl Controller {
                     node,
                     rpc: rpc.clone(),
                     forwarded: false,
+                    fresh,
                 };
                 match call_controller(shard, *seed, &msg).await {
                     BrokerReply::Noted => return Ok(()),

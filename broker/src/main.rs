@@ -471,6 +471,9 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
         );
         return false;
     }
+    // A broker with no controller log of its own starts empty: one decommissioned before
+    // may join again as a new broker.
+    let fresh = !config.data_dir.join(controller::CONTROLLER_DIR).exists();
     let c = match controller::Controller::open(shard, voters.clone()).await {
         Ok(c) => c,
         Err(e) => {
@@ -480,7 +483,7 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
     };
     shard.set_controller(c.clone());
     if joining {
-        if let Err(e) = c.join(shard, &seeds).await {
+        if let Err(e) = c.join(shard, &seeds, fresh).await {
             error!("cannot join the cluster: {e}");
             return false;
         }

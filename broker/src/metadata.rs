@@ -73,9 +73,13 @@ pub enum MetaRecord {
         partition: i32,
         target: Vec<i32>,
     },
-    /// A decommissioned broker leaves the cluster: it holds no replica, and its node id is
-    /// never registered again.
+    /// A decommissioned broker leaves the cluster: it holds no replica, and its node id
+    /// joins again only as a new broker with an empty data dir.
     BrokerUnregistered {
+        id: i32,
+    },
+    /// A decommissioned node id is admitted again, for a broker that starts empty.
+    BrokerReadmitted {
         id: i32,
     },
     /// The partition's Raft voters are `target`: the replicas left out stop holding it.
@@ -207,6 +211,9 @@ impl MetadataImage {
                 if !self.decommissioned.contains(&b.id) {
                     self.brokers.insert(b.id, b.clone());
                 }
+            }
+            MetaRecord::BrokerReadmitted { id } => {
+                self.decommissioned.remove(id);
             }
             MetaRecord::BrokerUnregistered { id } => {
                 self.brokers.remove(id);

@@ -408,7 +408,7 @@ fn unregister(at: &str, id: i32) -> (i16, String) {
 }
 
 #[test]
-fn decommission_moves_every_replica_off_a_joined_broker_which_then_leaves_for_good() {
+fn decommission_moves_every_replica_off_a_joined_broker_which_then_leaves() {
     run_bounded("decommission", Duration::from_secs(300), || {
         let cluster = Cluster::start(3);
         let joiner = cluster.spawn_joiner(4);
@@ -488,7 +488,7 @@ fn decommission_moves_every_replica_off_a_joined_broker_which_then_leaves_for_go
         }
         assert_eq!(check_read_back(&bootstrap, &topic, PARTITIONS, &log), 5_000);
 
-        // Its node id is gone for good: restarted, the broker is refused and exits.
+        // Restarted on its old data, the broker is refused and exits.
         joiner.kill9();
         joiner.respawn();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -505,5 +505,16 @@ fn decommission_moves_every_replica_off_a_joined_broker_which_then_leaves_for_go
         assert!(!status.success(), "{status}");
         let tail = joiner.log_tail(20);
         assert!(tail.contains("was decommissioned"), "{tail}");
+
+        // Started empty, the same id joins again as a new broker, holding nothing.
+        let again = cluster.spawn_joiner(4);
+        again.wait_ready();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for b in cluster.brokers.iter().chain([&again]) {
+            common::cluster::wait_listed(b, 4, deadline);
+        }
+        for p in 0..PARTITIONS {
+            assert!(!replicas_of(again.bootstrap(), &topic, p).contains(&4));
+        }
     });
 }

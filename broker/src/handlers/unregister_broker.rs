@@ -2,8 +2,8 @@
 //! decommission`): a broker leaves the cluster for good. Only a broker that holds no
 //! replica may leave, so no partition loses a copy it still counts on; move its replicas
 //! off first (AlterPartitionReassignments). The seed brokers are the controller group's
-//! voters and cannot leave. A decommissioned node id never registers again: a broker that
-//! rejoins needs a new id and an empty data dir.
+//! voters and cannot leave. A decommissioned node id joins again only with an empty data
+//! dir, as a new broker: its old data (a stale controller log) never comes back.
 
 use std::rc::Rc;
 
