@@ -204,6 +204,18 @@ impl MetadataImage {
         self.by_id.get(id).and_then(|n| self.topics.get(n))
     }
 
+    fn topic_by_id_mut(&mut self, id: &Uuid) -> Option<&mut Topic> {
+        self.by_id.get(id).and_then(|n| self.topics.get_mut(n))
+    }
+
+    /// The replica list of `partition` of topic `id`, to change in place.
+    fn replicas_mut(&mut self, id: &Uuid, partition: i32) -> Option<&mut Vec<i32>> {
+        let t = self.topic_by_id_mut(id)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.assignments.get_mut(p))
+    }
+
     pub fn apply(&mut self, r: &MetaRecord) {
         match r {
             MetaRecord::ClusterId(id) => self.cluster_id = id.clone(),
@@ -249,13 +261,13 @@ impl MetadataImage {
                 count,
                 assignments,
             } => {
-                if let Some(t) = self.by_id.get(id).and_then(|n| self.topics.get_mut(n)) {
+                if let Some(t) = self.topic_by_id_mut(id) {
                     t.partitions = *count;
                     t.assignments.extend(assignments.iter().cloned());
                 }
             }
             MetaRecord::ConfigsSet { id, configs } => {
-                if let Some(t) = self.by_id.get(id).and_then(|n| self.topics.get_mut(n)) {
+                if let Some(t) = self.topic_by_id_mut(id) {
                     t.configs = configs.clone();
                 }
             }
@@ -265,40 +277,33 @@ impl MetadataImage {
                 partition,
                 target,
             } => {
-                let Some(t) = self.by_id.get(id).and_then(|n| self.topics.get_mut(n)) else {
-                    return;
-                };
-                let Some(slot) = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|p| t.assignments.get_mut(p))
-                else {
+                let Some(slot) = self.replicas_mut(id, *partition) else {
                     return;
                 };
                 // From the replicas it has now, a move in progress included: a replica leaves
                 // only once the group's voters no longer need it.
                 let r = Reassignment::new(slot, target);
                 *slot = r.replicas();
-                t.reassignments.insert(*partition, r);
+                if let Some(t) = self.topic_by_id_mut(id) {
+                    t.reassignments.insert(*partition, r);
+                }
             }
             MetaRecord::ReassignmentCompleted {
                 id,
                 partition,
                 target,
             } => {
-                let Some(t) = self.by_id.get(id).and_then(|n| self.topics.get_mut(n)) else {
-                    return;
-                };
-                if t.reassignments
-                    .get(partition)
-                    .is_none_or(|r| r.target != *target)
-                {
+                let moving_there = self
+                    .topic_by_id(id)
+                    .and_then(|t| t.reassignments.get(partition))
+                    .is_some_and(|r| r.target == *target);
+                if !moving_there {
                     return;
                 }
-                t.reassignments.remove(partition);
-                if let Some(slot) = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|p| t.assignments.get_mut(p))
-                {
+                if let Some(t) = self.topic_by_id_mut(id) {
+                    t.reassignments.remove(partition);
+                }
+                if let Some(slot) = self.replicas_mut(id, *partition) {
                     *slot = target.clone();
                 }
             }
