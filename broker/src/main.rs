@@ -205,6 +205,13 @@ fn run(config: Arc<Config>) -> i32 {
             return 1;
         }
     };
+    let mut listeners = vec![("listen", config.listen)];
+    listeners.extend(config.rpc_listen.map(|a| ("rpc.listen", a)));
+    listeners.extend(config.admin_listen.map(|a| ("admin.listen", a)));
+    if let Err(e) = preflight::check_ports_free(&listeners) {
+        eprintln!("sluice: {e}");
+        return 1;
+    }
     // Before any shard starts, so the handles shards resolve are real ones. Without an
     // admin port nobody can scrape, so every handle stays a no-op and costs nothing.
     if config.admin_listen.is_some() {

@@ -42,6 +42,83 @@ pub fn check() -> Result<(), PreflightError> {
     check_io_uring()
 }
 
+/// Each listener's address must not be another socket's listening one: the shards bind with
+/// SO_REUSEPORT (one socket per shard), so a second process on the same port would bind it
+/// too and silently take part of the first one's connections. A test bind cannot tell (the
+/// old connections of a broker restarted on its ports also hold them), so the kernel's table
+/// of listening sockets is read. A broker that just exited can leave its listening sockets
+/// there for a moment (io_uring tears its ring down after the process is gone), so a port
+/// is refused only if it stays taken for `PORT_RELEASE_WAIT`. Port 0 (any free port) needs
+/// no check; without /proc there is none.
+pub fn check_ports_free(listeners: &[(&str, std::net::SocketAddr)]) -> Result<(), PreflightError> {
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        let Some((what, addr)) = taken_port(listeners) else {
+            return Ok(());
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(PreflightError(format!(
+                "{what} {addr} is already in use by another process (another broker?); give \
+                 this one a port of its own"
+            )));
+        }
+        std::thread::sleep(PORT_RECHECK);
+    }
+}
+
+/// How long a listening port may stay taken at start before the broker refuses it, and how
+/// often it looks again meanwhile.
+const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const PORT_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The first of `listeners` another socket listens on, if any.
+fn taken_port<'a>(
+    listeners: &'a [(&'a str, std::net::SocketAddr)],
+) -> Option<&'a (&'a str, std::net::SocketAddr)> {
+    let listening: Vec<std::net::SocketAddr> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(listening_socket)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    listeners.iter().find(|(_, addr)| {
+        addr.port() != 0
+            && listening.iter().any(|l| {
+                l.port() == addr.port()
+                    && (l.ip() == addr.ip()
+                        || l.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            })
+    })
+}
+
+/// The local address of a `/proc/net/tcp{,6}` line in the LISTEN state (`0A`).
+fn listening_socket(line: &str) -> Option<std::net::SocketAddr> {
+    let mut fields = line.split_whitespace();
+    let local = fields.nth(1)?;
+    if fields.nth(1)? != "0A" {
+        return None;
+    }
+    let (ip, port) = local.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    // The address is the kernel's in-memory bytes, printed as 32-bit words in hex.
+    let words: Vec<u32> = (0..ip.len() / 8)
+        .map(|w| u32::from_str_radix(&ip[w * 8..w * 8 + 8], 16).ok())
+        .collect::<Option<_>>()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 /// glommio's reactor refuses to start when the soft `RLIMIT_MEMLOCK` is under 512 KiB. The
 /// soft limit is raised to the hard one first, as for open files.
 fn check_memlock() -> Result<(), PreflightError> {
@@ -237,6 +314,19 @@ pub fn exit_after(after: std::time::Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_sockets_are_read_from_the_kernels_table() {
+        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(
+            listening_socket(v4),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        let connected = "   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1";
+        assert_eq!(listening_socket(connected), None);
+        let v6_any = "   0: 00000000000000000000000000000000:2384 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(listening_socket(v6_any), Some("[::]:9092".parse().unwrap()));
+    }
 
     #[test]
     fn io_uring_and_memlock_pass_on_the_test_machine() {

@@ -95,6 +95,34 @@ fn check_all(bootstrap: &str, topics: &[String], partitions: i32, rounds: &[&str
 }
 
 #[test]
+fn second_broker_on_a_port_in_use_refuses_and_the_first_keeps_serving() {
+    require_harness();
+    run_bounded("port-in-use", TEST_LIMIT, || {
+        let first = Broker::start_cores(1);
+        let topic = unique_name("port-held");
+        create_topic(first.bootstrap(), &topic, 1, &[]);
+        let data = tempfile::tempdir().expect("data dir");
+        // The shards listen with SO_REUSEPORT: without the check the second broker would
+        // bind the same port and take part of the first one's connections.
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["start", "--cores", "1", "--listen", first.bootstrap()])
+            .arg("--data-dir")
+            .arg(data.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run a second sluice");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "second broker started: {stderr}");
+        assert!(
+            stderr.contains(&format!("listen {} is already in use", first.bootstrap())),
+            "the refusal names the port: {stderr}"
+        );
+        first.assert_alive();
+        rdkafka_round_trip(first.bootstrap(), &topic);
+    });
+}
+
+#[test]
 fn second_broker_on_a_locked_data_dir_refuses_and_the_first_keeps_serving() {
     require_harness();
     run_bounded("lock", TEST_LIMIT, || {

@@ -676,14 +676,28 @@ fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
     false
 }
 
-/// Two distinct free loopback ports, chosen by the kernel.
+/// Two distinct free loopback ports, chosen by the kernel, and never handed out before in
+/// this test process. The kernel may give a port again once it is free (between two tests'
+/// picks, or while a killed broker is down before its restart on the same ports), and the
+/// broker listens with SO_REUSEPORT (one socket per shard), so a second broker would bind it
+/// too and take half of the first one's connections.
 pub fn free_port_pair() -> (u16, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let b = TcpListener::bind("127.0.0.1:0").expect("bind");
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    // Rejected picks stay bound until both are found, so the kernel offers other ports.
+    let mut held = Vec::new();
+    let mut fresh = || loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().unwrap().port();
+        held.push(l);
+        if !handed.contains(&port) {
+            handed.push(port);
+            return port;
+        }
+    };
+    let a = fresh();
+    let b = fresh();
+    (a, b)
 }
 
 /// Runs `f` on its own thread and panics if it takes longer than `limit`. On timeout the
