@@ -255,6 +255,10 @@ type cluster struct {
 	procs   []*proc
 	podIPs  []string
 	overlay int
+	// endpoints is how many pods (the lowest ordinals) the client Service reaches: all,
+	// until a scale-down removes the highest.
+	endpointsMu sync.Mutex
+	endpoints   int
 }
 
 // start launches container c of pod p through a re-executed test binary in a mount
@@ -416,7 +420,9 @@ func (cl *cluster) serviceProxy(ctx context.Context, svc *corev1.Service, c *cor
 				if err != nil {
 					return
 				}
-				ip := cl.podIPs[next%len(cl.podIPs)]
+				cl.endpointsMu.Lock()
+				ip := cl.podIPs[next%cl.endpoints]
+				cl.endpointsMu.Unlock()
 				next++
 				go func() {
 					defer in.Close()
@@ -549,6 +555,7 @@ func runCluster(t *testing.T, bin string) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	cl.endpoints = replicas
 	cl.serviceProxy(ctx, client, c)
 
 	// The chart's `helm test` pod, container by container, as the kubelet runs it.
@@ -572,6 +579,9 @@ func runCluster(t *testing.T, bin string) {
 	grace := 30 * time.Second
 	if g := spec.TerminationGracePeriodSeconds; g != nil {
 		grace = time.Duration(*g) * time.Second
+	}
+	if replicas > seedPods {
+		brokers = scaleDown(t, cl, brokers, bootstrap, grace)
 	}
 	for _, p := range brokers {
 		p.cmd.Process.Signal(syscall.SIGTERM)
@@ -652,4 +662,79 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// seedPods is how many of the lowest ordinals are seeds (the chart's seeds template): they
+// are the controller group's voters and cannot be decommissioned.
+const seedPods = 3
+
+// decommissionTimeout bounds one `sluice cluster decommission`, moves included.
+const decommissionTimeout = 120 * time.Second
+
+// scaleDown does what the README's scaling-down section says, down to the seeds: each pod
+// above them, highest ordinal first, is decommissioned with the image's own CLI and then
+// deleted (SIGTERM, as the StatefulSet controller does once replicas is lowered). Then the
+// client Service reaches the seeds only, the cluster is healthy, and a topic created now
+// round-trips records through it. Returns the pods left.
+func scaleDown(t *testing.T, cl *cluster, brokers []*proc, bootstrap string, grace time.Duration) []*proc {
+	sluice := func(args ...string) (string, error) {
+		cmd := exec.Command(cl.sluice, append([]string{"--brokers", bootstrap}, args...)...)
+		cmd.Env = append(os.Environ(), "SLUICE_BROKERS=")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for i := len(brokers) - 1; i >= seedPods; i-- {
+		started := time.Now()
+		out, err := sluice("cluster", "decommission", strconv.Itoa(i),
+			"--timeout-s", strconv.Itoa(int(decommissionTimeout/time.Second)))
+		if err != nil {
+			t.Fatalf("sluice cluster decommission %d: %v\n%s", i, err, out)
+		}
+		t.Logf("decommissioned broker %d in %s: %s", i, time.Since(started).Round(time.Millisecond), tail(out, 1))
+		p := brokers[i]
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.done:
+			if err != nil {
+				t.Errorf("%s: %v after SIGTERM, want exit 0:\n%s", p.name, err, tail(p.output(), 20))
+			}
+		case <-time.After(grace):
+			t.Fatalf("%s still running %v after SIGTERM", p.name, grace)
+		}
+		cl.endpointsMu.Lock()
+		cl.endpoints = i
+		cl.endpointsMu.Unlock()
+	}
+	brokers = brokers[:seedPods]
+	// The moved replicas' ISR settles within a few heartbeats.
+	var out string
+	var err error
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		if out, err = sluice("cluster", "health"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("after scaling down to %d brokers, sluice cluster health: %v\n%s", seedPods, err, out)
+	}
+	t.Logf("scaled down to %d brokers: %s", seedPods, strings.ReplaceAll(strings.TrimSpace(out), "\n", "; "))
+	topic := "scaled-down"
+	if out, err := sluice("topic", "create", topic, "-p", "3", "-r", strconv.Itoa(seedPods)); err != nil {
+		t.Fatalf("sluice topic create after scaling down: %v\n%s", err, out)
+	}
+	cmd := exec.Command(cl.sluice, "--brokers", bootstrap, "topic", "produce", topic, "--key-delim", ":")
+	cmd.Stdin = strings.NewReader("k1:one\nk2:two\nk3:three\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sluice topic produce after scaling down: %v\n%s", err, out)
+	}
+	out, err = sluice("--format", "json", "topic", "consume", topic, "-n", "3")
+	if err != nil {
+		t.Fatalf("sluice topic consume after scaling down: %v\n%s", err, out)
+	}
+	for _, v := range []string{"one", "two", "three"} {
+		if !strings.Contains(out, `"`+v+`"`) {
+			t.Fatalf("consumed after scaling down, want %q among: %s", v, out)
+		}
+	}
+	return brokers
 }
