@@ -38,6 +38,10 @@ pub const FETCH_MAX_BYTES_DEFAULT: usize = 55 << 20;
 pub const MESSAGE_TIMESTAMP_BEFORE_MAX_MS_DEFAULT: i64 = i64::MAX;
 /// Kafka 4's `log.message.timestamp.after.max.ms`: one hour into the future.
 pub const MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT: i64 = 3_600_000;
+/// Kafka's `broker.heartbeat.interval.ms` default.
+pub const BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 2_000;
+/// Kafka's `broker.session.timeout.ms` default.
+pub const BROKER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9_000;
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
 
@@ -80,6 +84,13 @@ pub struct Config {
     /// Metadata reports (it keeps its vote: Raft's quorum is what acks=all waits for).
     #[serde(rename = "replica.lag.time.max.ms")]
     pub replica_lag_time_max_ms: u64,
+    /// How often a broker tells the controller leader it is alive.
+    #[serde(rename = "broker.heartbeat.interval.ms")]
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker the controller leader has not heard from for this long is fenced: no new
+    /// replica is placed on it until it is heard from again.
+    #[serde(rename = "broker.session.timeout.ms")]
+    pub broker_session_timeout_ms: u64,
     /// This broker's rack: placement spreads a partition's replicas over racks.
     #[serde(rename = "broker.rack")]
     pub broker_rack: Option<String>,
@@ -167,6 +178,8 @@ impl Default for Config {
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
             replica_lag_time_max_ms: sluice_raft::REPLICA_LAG_TIME_MAX_DEFAULT.as_millis() as u64,
+            broker_heartbeat_interval_ms: BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
+            broker_session_timeout_ms: BROKER_SESSION_TIMEOUT_MS_DEFAULT,
             broker_rack: None,
             message_max_bytes: log.max_batch_bytes,
             socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
@@ -246,6 +259,15 @@ impl Config {
         if self.topic_partitions_per_shard == 0 {
             return Err(ConfigError::Invalid(
                 "topic.partitions.per.shard must be at least 1".into(),
+            ));
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+        {
+            return Err(ConfigError::Invalid(
+                "broker.heartbeat.interval.ms must be at least 1 and below \
+                 broker.session.timeout.ms"
+                    .into(),
             ));
         }
         if self.cores == Some(0) {
@@ -380,6 +402,16 @@ impl Config {
     }
 
     /// The storage config of a topic: its overrides over the broker defaults.
+    /// `broker.heartbeat.interval.ms`.
+    pub fn broker_heartbeat_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.broker_heartbeat_interval_ms)
+    }
+
+    /// `broker.session.timeout.ms`.
+    pub fn broker_session_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.broker_session_timeout_ms)
+    }
+
     /// `replica.lag.time.max.ms`.
     pub fn replica_lag(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.replica_lag_time_max_ms)

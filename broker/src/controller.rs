@@ -30,6 +30,8 @@ use crate::metadata::{decode_change, encode_change, MetaRecord, MetadataImage};
 use crate::partition::{Durability, Partition, RecordRules, ReplicaSpec};
 use crate::shard::Shard;
 
+mod liveness;
+
 /// Directory of the controller's log inside the data dir.
 pub const CONTROLLER_DIR: &str = "__controller";
 /// The controller's Raft group id (partitions' ids are never 0).
@@ -75,6 +77,9 @@ pub enum BrokerMessage {
         #[serde(default)]
         fresh: bool,
     },
+    /// Broker `node` is alive (to the controller leader, every
+    /// `broker.heartbeat.interval.ms`).
+    Heartbeat { node: i32 },
     /// ElectLeaders on the broker leading a partition: hand its leadership to replica `to`,
     /// waiting at most `wait_ms` for it to take over.
     Elect {
@@ -191,6 +196,7 @@ pub struct Controller {
     /// This broker's block of producer ids: the next to hand out and the block's end.
     producer_ids: Cell<(i64, i64)>,
     producer_id_lock: Semaphore,
+    liveness: liveness::Liveness,
 }
 
 /// Waits for `f` at most `t`.
@@ -261,6 +267,7 @@ impl Controller {
             commit_lock: Semaphore::new(1),
             producer_ids: Cell::new((0, 0)),
             producer_id_lock: Semaphore::new(1),
+            liveness: Default::default(),
         });
         let s = shard.clone();
         glommio::spawn_local(async move {
@@ -434,6 +441,7 @@ impl Controller {
                 to,
                 wait_ms,
             }) => elect_here(shard, topic, partition, to, wait_ms).await,
+            Ok(BrokerMessage::Heartbeat { node }) => self.heard_from(shard, node).await,
             Err(e) => {
                 warn!(error = %e, "undecodable broker message");
                 BrokerReply::Failed(format!("undecodable broker message: {e}"))

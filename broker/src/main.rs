@@ -507,6 +507,7 @@ async fn start_cluster(shard: &Rc<Shard>) -> bool {
     if !form_cluster(shard, &voters).await {
         return false;
     }
+    c.start_heartbeats(shard);
     for target in 0..shard.count {
         shard
             .run_on(target, |s| async move { s.start_group_sweeper() })
@@ -624,7 +625,7 @@ async fn form_cluster(shard: &Rc<Shard>, voters: &[u64]) -> bool {
             // The broker's own topic is not held to the user-facing partition limit, and
             // takes as many replicas as there are brokers, up to its factor.
             let mut budget = topics::PartitionBudget::unlimited();
-            let rf = rf.min(img.brokers.len().max(1) as i16);
+            let rf = rf.min(img.placeable().count().max(1) as i16);
             topics::plan_create(
                 img,
                 &mut budget,

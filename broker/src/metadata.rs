@@ -82,6 +82,15 @@ pub enum MetaRecord {
     BrokerReadmitted {
         id: i32,
     },
+    /// The controller heard no heartbeat from the broker for `broker.session.timeout.ms`:
+    /// no new replica is placed on it until it is heard from again.
+    BrokerFenced {
+        id: i32,
+    },
+    /// A fenced broker is heard from again.
+    BrokerUnfenced {
+        id: i32,
+    },
     /// The partition's Raft voters are `target`: the replicas left out stop holding it.
     /// Ignored unless the partition is being moved to exactly `target`.
     ReassignmentCompleted {
@@ -184,6 +193,8 @@ pub struct MetadataImage {
     pub producer_ids_reserved: i64,
     /// Node ids of brokers that were decommissioned.
     pub decommissioned: BTreeSet<i32>,
+    /// Registered brokers the controller has not heard from lately (`BrokerFenced`).
+    pub fenced: BTreeSet<i32>,
 }
 
 impl MetadataImage {
@@ -194,6 +205,13 @@ impl MetadataImage {
             .flat_map(|t| (0..t.partitions).map(move |p| (t, p)))
             .filter(|(t, p)| t.replicas(*p).contains(&id))
             .collect()
+    }
+
+    /// The brokers new replicas may be placed on: registered and not fenced.
+    pub fn placeable(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers
+            .values()
+            .filter(|b| !self.fenced.contains(&b.id))
     }
 
     pub fn topic(&self, name: &str) -> Option<&Topic> {
@@ -229,7 +247,16 @@ impl MetadataImage {
             }
             MetaRecord::BrokerUnregistered { id } => {
                 self.brokers.remove(id);
+                self.fenced.remove(id);
                 self.decommissioned.insert(*id);
+            }
+            MetaRecord::BrokerFenced { id } => {
+                if self.brokers.contains_key(id) {
+                    self.fenced.insert(*id);
+                }
+            }
+            MetaRecord::BrokerUnfenced { id } => {
+                self.fenced.remove(id);
             }
             MetaRecord::TopicCreated {
                 name,
@@ -520,5 +547,36 @@ mod tests {
         assert_eq!(t.replicas(0), &[1, 4]);
         assert!(t.reassignments.is_empty());
         assert_eq!(t.replicas(1), &[2, 3]);
+    }
+
+    #[test]
+    fn a_fenced_broker_is_not_placeable_until_unfenced_or_gone() {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            image.apply(&MetaRecord::BrokerRegistered(BrokerInfo {
+                id,
+                host: "h".into(),
+                port: 9092,
+                rpc: format!("h:{id}"),
+                rack: None,
+            }));
+        }
+        let placeable = |img: &MetadataImage| img.placeable().map(|b| b.id).collect::<Vec<_>>();
+        image.apply(&MetaRecord::BrokerFenced { id: 2 });
+        image.apply(&MetaRecord::BrokerFenced { id: 9 });
+        assert_eq!(placeable(&image), vec![1, 3]);
+        assert_eq!(
+            image.fenced,
+            BTreeSet::from([2]),
+            "an unknown id is not fenced"
+        );
+        let spread = crate::topics::spread(&image, 2, 2, 0).unwrap();
+        assert!(spread.iter().flatten().all(|b| *b != 2), "{spread:?}");
+        assert!(crate::topics::spread(&image, 1, 3, 0).is_err());
+        image.apply(&MetaRecord::BrokerUnfenced { id: 2 });
+        assert_eq!(placeable(&image), vec![1, 2, 3]);
+        image.apply(&MetaRecord::BrokerFenced { id: 3 });
+        image.apply(&MetaRecord::BrokerUnregistered { id: 3 });
+        assert!(image.fenced.is_empty(), "a broker that left is not fenced");
     }
 }

@@ -82,11 +82,11 @@ pub enum Layout {
     Explicit(Vec<Vec<i32>>),
 }
 
-/// The registered brokers in rack-alternating order (Kafka's): with racks, consecutive
-/// brokers are in different racks, so a partition's replicas span racks.
+/// The placeable brokers (registered, not fenced) in rack-alternating order (Kafka's): with
+/// racks, consecutive brokers are in different racks, so a partition's replicas span racks.
 fn rack_alternated(image: &MetadataImage) -> Vec<i32> {
     let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
-    for b in image.brokers.values() {
+    for b in image.placeable() {
         by_rack.entry(b.rack.as_deref()).or_default().push(b.id);
     }
     let mut out = Vec::with_capacity(image.brokers.len());
@@ -113,12 +113,16 @@ pub fn spread(
     let brokers = rack_alternated(image);
     let n = brokers.len();
     if replication_factor < 1 || replication_factor as usize > n {
+        let fenced = match image.fenced.len() {
+            0 => String::new(),
+            f => format!(" and unfenced ({f} fenced: not heard from lately)"),
+        };
         return Err(TopicError::new(
             ResponseError::InvalidReplicationFactor,
             format!(
                 "Unable to replicate the partition {replication_factor} time(s): The target \
                  replication factor of {replication_factor} cannot be reached because only {n} \
-                 broker(s) are registered."
+                 broker(s) are registered{fenced}."
             ),
         ));
     }
@@ -156,6 +160,12 @@ pub fn check_assignments(image: &MetadataImage, lists: &[Vec<i32>]) -> Result<()
             if !image.brokers.contains_key(b) {
                 return bad(format!(
                     "Unknown broker {b} in the replica assignment of partition {p}"
+                ));
+            }
+            if image.fenced.contains(b) {
+                return bad(format!(
+                    "Broker {b} in the replica assignment of partition {p} is fenced: the \
+                     controller has not heard from it within broker.session.timeout.ms"
                 ));
             }
         }

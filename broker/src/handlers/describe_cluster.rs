@@ -1,5 +1,6 @@
 //! DescribeCluster: the cluster id, the controller leader, and the registered brokers at
-//! their advertised addresses.
+//! their advertised addresses. Fenced brokers (not heard from lately) are left out, as
+//! Kafka does, unless a v2 request includes them, flagged.
 
 use std::rc::Rc;
 
@@ -36,16 +37,18 @@ pub async fn handle(
     let image = s.metadata();
     resp.cluster_id = str_bytes(&image.cluster_id);
     resp.controller_id = BrokerId(s.controller_id());
+    let include_fenced = version >= 2 && r.include_fenced_brokers;
     resp.brokers = s
         .brokers(&image)
         .into_iter()
+        .filter(|info| include_fenced || !image.fenced.contains(&info.id))
         .map(|info| {
             let mut b = DescribeClusterBroker::default();
             b.broker_id = BrokerId(info.id);
             b.host = str_bytes(&info.host);
             b.port = info.port;
             b.rack = info.rack.map(|r| str_bytes(&r));
-            b.is_fenced = false;
+            b.is_fenced = image.fenced.contains(&info.id);
             b
         })
         .collect();
