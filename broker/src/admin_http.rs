@@ -1,6 +1,8 @@
 //! The admin port: `/health` (the process serves), `/ready` (joined the cluster, the image
 //! current, every local replica open and led) and `/metrics` (Prometheus text, rendered by
-//! `telemetry`). A deliberately tiny HTTP/1.0 responder on shard 0.
+//! `telemetry`). A deliberately tiny HTTP/1.0 responder on shard 0. With
+//! `SLUICE_TEST_FAULTS=1` in its environment (the fault suite's brokers), also
+//! `/faults/sync-delay-ms/N`: every fdatasync from then on waits N ms first (a slow disk).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,10 +17,14 @@ use crate::telemetry;
 
 /// Bytes of an admin request read before answering; the path is all we need.
 const REQUEST_HEAD_MAX_BYTES: usize = 4096;
+/// The environment variable that turns the fault-injection paths on.
+const TEST_FAULTS_ENV: &str = "SLUICE_TEST_FAULTS";
+const SYNC_DELAY_PATH: &str = "/faults/sync-delay-ms/";
 
 pub fn start(shard: Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).map_err(|e| std::io::Error::other(e.to_string()))?;
     start_upkeep();
+    let faults = std::env::var(TEST_FAULTS_ENV).is_ok_and(|v| v == "1");
     glommio::spawn_local(async move {
         while let Ok(mut stream) = listener.accept().await {
             let s = shard.clone();
@@ -41,6 +47,9 @@ pub fn start(shard: Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
                         Err(why) => ("503 Service Unavailable", why + "\n"),
                     },
                     "/metrics" => ("200 OK", metrics(&s).await),
+                    p if faults && p.starts_with(SYNC_DELAY_PATH) => {
+                        sync_delay(&p[SYNC_DELAY_PATH.len()..])
+                    }
                     _ => ("404 Not Found", "not found\n".to_string()),
                 };
                 let resp = format!(
@@ -55,6 +64,24 @@ pub fn start(shard: Rc<Shard>, addr: SocketAddr) -> std::io::Result<()> {
     })
     .detach();
     Ok(())
+}
+
+/// `/faults/sync-delay-ms/N`: sets the delay before every fdatasync.
+fn sync_delay(ms: &str) -> (&'static str, String) {
+    match ms.parse::<u64>() {
+        Ok(ms) if std::time::Duration::from_millis(ms) <= sluice_storage::SYNC_DELAY_MAX => {
+            sluice_storage::set_sync_delay(std::time::Duration::from_millis(ms));
+            tracing::warn!(ms, "fault injection: every fdatasync is delayed");
+            ("200 OK", format!("fdatasync delayed by {ms} ms\n"))
+        }
+        _ => (
+            "400 Bad Request",
+            format!(
+                "want a delay in ms up to {}\n",
+                sluice_storage::SYNC_DELAY_MAX.as_millis()
+            ),
+        ),
+    }
 }
 
 /// Whether this broker serves what it should: the controller group has a leader, every

@@ -271,3 +271,58 @@ fn crash_and_check(stop: Stop) {
     }
     broker.assert_alive();
 }
+
+/// The fault suite's slow disk (`/faults/sync-delay-ms/N`, only with `SLUICE_TEST_FAULTS=1`):
+/// every fdatasync waits first, so an acks=all produce takes at least the delay, and what
+/// it acknowledged is read back once the disk is fast again.
+#[test]
+fn a_slow_disk_delays_acks_all_and_loses_nothing() {
+    const DELAY_MS: u64 = 300;
+    run_bounded("slow_disk", TEST_LIMIT, || {
+        let plain = Broker::start();
+        let (status, _) = admin_get(plain.admin_port(), "/faults/sync-delay-ms/1").unwrap();
+        assert!(
+            status.contains("404"),
+            "the hook is off by default: {status}"
+        );
+        drop(plain);
+
+        let broker = Broker::start_with(BrokerOpts {
+            cores: 1,
+            env: vec![("SLUICE_TEST_FAULTS".into(), "1".into())],
+            ..BrokerOpts::default()
+        });
+        let bootstrap = broker.bootstrap().to_string();
+        let topic = unique_name("slow-disk");
+        create_topic(&bootstrap, &topic, 1, &[]);
+        let admin = broker.admin_port();
+        let (status, _) = admin_get(admin, "/faults/sync-delay-ms/999999").unwrap();
+        assert!(status.contains("400"), "a delay past the bound: {status}");
+        let (status, _) = admin_get(admin, &format!("/faults/sync-delay-ms/{DELAY_MS}")).unwrap();
+        assert!(status.contains("200"), "{status}");
+
+        let mut s = connect(broker.addr(), Duration::from_secs(10)).expect("connect");
+        let mut offsets = Vec::new();
+        for _ in 0..3 {
+            let batch = encode_batch(&records(5, 16));
+            let started = Instant::now();
+            let r = send_request(&mut s, &produce_request(&topic, vec![(0, batch)]), 9);
+            let took = started.elapsed();
+            let p = &r.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 0, "{r:?}");
+            assert!(
+                took >= Duration::from_millis(DELAY_MS),
+                "acks=all answered in {took:?}, before the delayed fdatasync"
+            );
+            offsets.push(p.base_offset);
+        }
+        let (status, _) = admin_get(admin, "/faults/sync-delay-ms/0").unwrap();
+        assert!(status.contains("200"), "{status}");
+        assert_eq!(offsets, vec![0, 5, 10]);
+        let read = read_until(&bootstrap, &topic, 1, Duration::from_secs(30), |r| {
+            r.values().map(Vec::len).sum::<usize>() >= 15
+        });
+        let got: Vec<i64> = read[&0].iter().map(|m| m.offset()).collect();
+        assert_eq!(got, (0..15).collect::<Vec<_>>());
+    });
+}

@@ -98,6 +98,7 @@ impl Checkpoint {
         file.write_at(buf, pos)
             .await
             .map_err(|e| StorageError::io("write checkpoint", path, e))?;
+        crate::faults::before_sync().await;
         file.fdatasync()
             .await
             .map_err(|e| StorageError::io("sync checkpoint", path, e))?;

@@ -14,6 +14,7 @@ mod checkpoint;
 mod config;
 mod direct_io;
 mod error;
+mod faults;
 mod files;
 mod frame;
 mod index;
@@ -30,6 +31,7 @@ pub use checkpoint::{Checkpoint, HardState, MAX_CHECKPOINT_BYTES};
 pub use config::*;
 pub use direct_io::check_direct_io;
 pub use error::StorageError;
+pub use faults::{set_sync_delay, SYNC_DELAY_MAX};
 pub use files::{
     close_idle_files, open_files_stats, set_open_files_max, OPEN_FILES_MAX_DEFAULT, OPEN_FILES_MIN,
 };

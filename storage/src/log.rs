@@ -647,6 +647,7 @@ impl PartitionLog {
                 std::io::Error::new(std::io::ErrorKind::WriteZero, "short direct write"),
             ));
         }
+        crate::faults::before_sync().await;
         let synced = std::time::Instant::now();
         file.fdatasync()
             .await

@@ -72,7 +72,7 @@ impl Cluster {
                         "--seeds".into(),
                         seeds.join(","),
                     ],
-                    nofile: None,
+                    ..BrokerOpts::default()
                 })
             })
             .collect();
@@ -106,7 +106,7 @@ impl Cluster {
                 "--seeds".into(),
                 self.seeds.join(","),
             ],
-            nofile: None,
+            ..BrokerOpts::default()
         })
     }
 

@@ -72,6 +72,8 @@ pub struct BrokerOpts {
     pub extra_args: Vec<String>,
     /// `RLIMIT_NOFILE` (soft and hard) of the broker process, set in the child before exec.
     pub nofile: Option<u64>,
+    /// Environment variables set for the broker process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for BrokerOpts {
@@ -80,6 +82,7 @@ impl Default for BrokerOpts {
             cores: 2,
             extra_args: Vec::new(),
             nofile: None,
+            env: Vec::new(),
         }
     }
 }
@@ -328,6 +331,7 @@ impl Broker {
                     .arg("--cores")
                     .arg(self.opts.cores.to_string())
                     .args(&self.opts.extra_args)
+                    .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
                     .stdin(Stdio::null())
                     .stdout(Stdio::from(log))
                     .stderr(Stdio::from(log2));
