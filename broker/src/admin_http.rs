@@ -129,6 +129,7 @@ async fn metrics(s: &Rc<Shard>) -> String {
     for target in 0..s.count {
         let marks = s
             .run_on(target, |sh| async move {
+                sh.metrics.set_rpc_sent(sh.raft_peers().sent());
                 sh.metrics.scrape(&sh.local_partitions())
             })
             .await;

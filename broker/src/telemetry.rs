@@ -147,6 +147,19 @@ fn describe() {
     );
     describe_counter!("sluice_shard_tasks_total", "Tasks a shard executed.");
     describe_counter!(
+        "sluice_rpc_frames_sent_total",
+        "Inter-broker RPC request frames a shard sent (each batches many Raft groups' messages)."
+    );
+    describe_counter!(
+        "sluice_rpc_messages_sent_total",
+        "Raft group messages (heartbeats, appends, votes) inside those frames."
+    );
+    describe_counter!(
+        "sluice_rpc_sent_bytes_total",
+        Unit::Bytes,
+        "Bytes of inter-broker RPC request frames a shard sent."
+    );
+    describe_counter!(
         "sluice_shard_cross_shard_messages_total",
         "Jobs a shard sent to another shard (requests for partitions it does not own, metadata)."
     );
@@ -245,6 +258,15 @@ impl ShardMetrics {
         });
         self.topics.borrow_mut().insert(id, t.clone());
         t
+    }
+
+    /// Sets this shard's RPC counters from what its peers link counted: (frames, group
+    /// messages, bytes) sent.
+    pub fn set_rpc_sent(&self, (frames, messages, bytes): (u64, u64, u64)) {
+        let shard = self.shard.clone();
+        counter!("sluice_rpc_frames_sent_total", "shard" => shard.clone()).absolute(frames);
+        counter!("sluice_rpc_messages_sent_total", "shard" => shard.clone()).absolute(messages);
+        counter!("sluice_rpc_sent_bytes_total", "shard" => shard).absolute(bytes);
     }
 
     /// Sets this shard's gauges: executor utilisation since the last scrape, connections,

@@ -35,8 +35,18 @@ pub struct Peers {
     local: u64,
     addresses: RefCell<HashMap<u64, SocketAddr>>,
     links: RefCell<HashMap<u64, Peer>>,
-    /// Frames sent, for the idle-cost test and metrics.
-    frames_sent: Rc<Cell<u64>>,
+    /// What left for peers, for the idle-cost test and metrics.
+    sent: Rc<Sent>,
+}
+
+/// Counts of what a shard sent to its peers.
+#[derive(Debug, Default)]
+struct Sent {
+    /// `Requests` frames (each a batch of many groups' messages).
+    frames: Cell<u64>,
+    /// Group messages inside them.
+    messages: Cell<u64>,
+    bytes: Cell<u64>,
 }
 
 impl Peers {
@@ -45,7 +55,7 @@ impl Peers {
             local,
             addresses: RefCell::default(),
             links: RefCell::default(),
-            frames_sent: Rc::default(),
+            sent: Rc::default(),
         })
     }
 
@@ -76,7 +86,13 @@ impl Peers {
     }
 
     pub fn frames_sent(&self) -> u64 {
-        self.frames_sent.get()
+        self.sent.frames.get()
+    }
+
+    /// Frames, group messages and bytes sent to peers so far.
+    pub fn sent(&self) -> (u64, u64, u64) {
+        let s = &self.sent;
+        (s.frames.get(), s.messages.get(), s.bytes.get())
     }
 
     /// Sends one group's message to its replica on `to` and waits up to `timeout` for the
@@ -117,13 +133,7 @@ impl Peers {
             .get(&to)
             .ok_or(format!("no RPC address known for broker {to}"))?;
         let (queue, pending) = flume::bounded(RPC_QUEUE_DEPTH);
-        let task = spawn_scoped(run_link(
-            self.local,
-            to,
-            addr,
-            pending,
-            self.frames_sent.clone(),
-        ));
+        let task = spawn_scoped(run_link(self.local, to, addr, pending, self.sent.clone()));
         self.links.borrow_mut().insert(
             to,
             Peer {
@@ -149,7 +159,7 @@ async fn run_link(
     to: u64,
     addr: SocketAddr,
     pending: flume::Receiver<Outgoing>,
-    frames_sent: Rc<Cell<u64>>,
+    sent: Rc<Sent>,
 ) {
     loop {
         // Connect only when there is something to send.
@@ -158,7 +168,7 @@ async fn run_link(
         };
         match GlommioRuntime::timeout(RPC_CONNECT_TIMEOUT, connect(local, addr)).await {
             Ok(Ok((stream, _))) => {
-                if let Err(e) = exchange(stream, first, &pending, &frames_sent).await {
+                if let Err(e) = exchange(stream, first, &pending, &sent).await {
                     warn!(peer = to, %addr, error = %e, "RPC connection ended");
                 }
             }
@@ -225,7 +235,7 @@ async fn exchange(
     stream: TcpStream,
     first: Outgoing,
     pending: &flume::Receiver<Outgoing>,
-    frames_sent: &Rc<Cell<u64>>,
+    sent: &Sent,
 ) -> std::io::Result<()> {
     let waiting: Rc<RefCell<HashMap<u64, oneshot::Sender<RaftResponse>>>> = Rc::default();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
@@ -258,6 +268,7 @@ async fn exchange(
             // many groups then leaves as one frame.
             futures_lite::future::yield_now().await;
             batch.extend(pending.try_iter().take(RPC_MAX_BATCH - batch.len()));
+            sent.messages.set(sent.messages.get() + batch.len() as u64);
             let mut envelopes = Vec::with_capacity(batch.len());
             for o in batch.drain(..) {
                 next_id += 1;
@@ -271,7 +282,8 @@ async fn exchange(
             let mut buf = Vec::new();
             wire::encode(&Frame::Requests(envelopes), &mut buf).map_err(std::io::Error::other)?;
             writer.write_all(&buf).await?;
-            frames_sent.set(frames_sent.get() + 1);
+            sent.frames.set(sent.frames.get() + 1);
+            sent.bytes.set(sent.bytes.get() + buf.len() as u64);
             match pending.recv_async().await {
                 Ok(o) => batch.push(o),
                 Err(_) => return Ok::<(), std::io::Error>(()),
