@@ -476,9 +476,16 @@ impl Controller {
             }
             _ => return BrokerReply::NotLeader,
         }
+        let (decommissioned, registered_rpc) = {
+            let image = self.applier.image.borrow();
+            (
+                image.decommissioned.contains(&(node as i32)),
+                image.brokers.get(&(node as i32)).map(|b| b.rpc.clone()),
+            )
+        };
         // A decommissioned broker's old data (its stale controller log) never comes back;
         // started empty, it joins as a new broker.
-        if self.image().decommissioned.contains(&(node as i32)) && !fresh {
+        if decommissioned && !fresh {
             return BrokerReply::Refused(format!(
                 "node id {node} was decommissioned: to join again, start it with an empty \
                  data dir"
@@ -490,16 +497,13 @@ impl Controller {
                  joining broker a node.id of its own"
             ));
         }
-        if let Some(b) = self.image().brokers.get(&(node as i32)) {
-            if b.rpc != rpc {
-                return BrokerReply::Refused(format!(
-                    "node id {node} is registered with RPC address {}, not {rpc}: give \
-                     the joining broker a node.id of its own",
-                    b.rpc
-                ));
-            }
+        if let Some(registered) = registered_rpc.filter(|r| *r != rpc) {
+            return BrokerReply::Refused(format!(
+                "node id {node} is registered with RPC address {registered}, not {rpc}: \
+                 give the joining broker a node.id of its own"
+            ));
         }
-        if self.image().decommissioned.contains(&(node as i32)) {
+        if decommissioned {
             // Readmitted before it becomes a learner, so the removal of decommissioned
             // learners leaves it be.
             let id = node as i32;

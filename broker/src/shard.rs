@@ -623,9 +623,12 @@ impl Shard {
             .values()
             .flat_map(|t| (0..t.partitions).map(move |p| (group_id(&t.id, p), (t.id, p))))
             .collect();
-        self.offline
-            .borrow_mut()
-            .retain(|(id, p)| image.topic_by_id(id).is_some_and(|t| *p < t.partitions));
+        // What is known of partitions that no longer exist goes with them.
+        let exists =
+            |(id, p): &(Uuid, i32)| image.topic_by_id(id).is_some_and(|t| *p < t.partitions);
+        self.offline.borrow_mut().retain(exists);
+        self.announced.borrow_mut().retain(|k, _| exists(k));
+        self.out_of_sync.borrow_mut().retain(|k, _| exists(k));
         let gone: Vec<((Uuid, i32), Rc<Partition>)> = {
             let mut parts = self.partitions.borrow_mut();
             let keys: Vec<_> = parts
@@ -670,7 +673,7 @@ impl Shard {
                             self.config.record_rules(&t.configs),
                         );
                         part.set_preferred_leader(preferred_leader(t, p));
-                        if part.leadership().ready {
+                        if t.reassignments.contains_key(&p) && part.leadership().ready {
                             self.drive_reassignment((t.id, p));
                         }
                     }

@@ -219,21 +219,22 @@ impl Group {
         let m = self.metrics.borrow_watched();
         let target = self.end_at_last_tick.replace(m.last_log_index);
         let mut caught = self.caught_up.borrow_mut();
-        let voters: Vec<u64> = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter(|&v| v != m.id)
-            .collect();
+        // Walked twice rather than collected: this runs on every tick of every group.
+        let voters = || {
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .filter(|&v| v != m.id)
+        };
         let new_term = self.sync_term.replace(Some(m.current_term)) != Some(m.current_term);
         if new_term {
             caught.clear();
         }
         // The leader's end a tick ago (now, on the first tick of the term).
         let wanted = if new_term { m.last_log_index } else { target };
-        caught.retain(|v, _| voters.contains(v));
+        caught.retain(|v, _| voters().any(|x| x == *v));
         let replication = m.replication.as_ref();
-        for &v in &voters {
+        for v in voters() {
             let matched = replication
                 .and_then(|r| r.get(&v).copied().flatten())
                 .map(|l| l.index);
