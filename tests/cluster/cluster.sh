@@ -2,14 +2,20 @@
 # A cluster of Sluice brokers on loopback for the real-client suites (tests/go,
 # tests/python, tests/java), which use it through SLUICE_BOOTSTRAP.
 #
-#   cluster.sh start --dir D [--brokers N] [--bin PATH]
+#   cluster.sh start --dir D [--brokers N] [--bin PATH] [--rpc-proxies ADDR1,...,ADDRN]
 #       Starts N (default 3) brokers, node ids 1..N, each with one shard (--cores 1), on
 #       free loopback ports, every one an initial voter (the same --seeds list on each),
 #       with default.replication.factor and offsets.topic.replication.factor = N. Waits
 #       (bounded) until every broker's Metadata lists all N, then prints the Kafka
 #       bootstrap list, comma-separated, on stdout. D gets config.toml, broker-I.log,
-#       broker-I.pid, broker-I.cmd (its command line, for restart), data-I/, bootstrap and
-#       admin (the admin HTTP addresses, one a line).
+#       broker-I.pid, broker-I.cmd (its command line, for restart), data-I/, bootstrap,
+#       admin (the admin HTTP addresses, one a line) and rpc (the RPC listen addresses,
+#       one a line, written before any broker starts).
+#       --rpc-proxies (one HOST:PORT per broker, for fault tests that cut links): broker I
+#       still listens for RPC on its own port (line I of rpc) but advertises ADDRI, and
+#       every broker's --seeds is the proxy list, so all inter-broker traffic to broker I
+#       goes through whatever listens at ADDRI (which must be up before start: the
+#       brokers need it to form the cluster). Clients (the Kafka ports) are not affected.
 #       On failure it prints each log's tail, stops what it started and exits non-zero.
 #   cluster.sh stop --dir D
 #       SIGTERM to every broker recorded in D, waits (bounded), then SIGKILL.
@@ -26,7 +32,8 @@ STOP_TIMEOUT_S=${SLUICE_CLUSTER_STOP_TIMEOUT_S:-20}
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 usage() {
-    echo "usage: cluster.sh start --dir D [--brokers N] [--bin PATH] | stop --dir D" \
+    echo "usage: cluster.sh start --dir D [--brokers N] [--bin PATH] [--rpc-proxies A1,...,AN]" \
+        "| stop --dir D" \
         "| restart --dir D --node I" >&2
     exit 2
 }
@@ -34,13 +41,14 @@ usage() {
 cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
-dir="" brokers=3 bin="" node=""
+dir="" brokers=3 bin="" node="" proxies=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --dir) dir=${2:?}; shift 2 ;;
         --brokers) brokers=${2:?}; shift 2 ;;
         --node) node=${2:?}; shift 2 ;;
         --bin) bin=${2:?}; shift 2 ;;
+        --rpc-proxies) proxies=${2:?}; shift 2 ;;
         *) usage ;;
     esac
 done
@@ -159,8 +167,17 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
         rpc+=("127.0.0.1:${port[3 * i + 1]}")
         admin+=("127.0.0.1:${port[3 * i + 2]}")
     done
-    seeds=$(IFS=,; echo "${rpc[*]}")
+    # Each broker's advertised RPC address: its own listener, or its proxy.
+    advertised=("${rpc[@]}")
+    if [ -n "$proxies" ]; then
+        IFS=, read -r -a advertised <<<"$proxies"
+        [ ${#advertised[@]} -eq "$brokers" ] \
+            || die "--rpc-proxies names ${#advertised[@]} addresses for $brokers brokers"
+    fi
+    seeds=$(IFS=,; echo "${advertised[*]}")
     bootstrap=$(IFS=,; echo "${kafka[*]}")
+    # Before any broker starts: proxies read it to find their targets.
+    printf '%s\n' "${rpc[@]}" >"$dir/rpc"
 
     cat >"$dir/config.toml" <<EOF
 "default.replication.factor" = $brokers
@@ -171,23 +188,22 @@ EOF
         n=$((i + 1))
         # setsid: the brokers are not in the caller's process group, so a ^C or a
         # test harness's group kill does not reach them; stop does.
-        setsid "$bin" start \
-            --node-id "$n" \
-            --data-dir "$dir/data-$n" \
-            --listen "${kafka[i]}" --advertised-listener "${kafka[i]}" \
-            --rpc-listen "${rpc[i]}" --seeds "$seeds" \
-            --admin-listen "${admin[i]}" \
-            --cores 1 --config "$dir/config.toml" \
-            </dev/null >"$dir/broker-$n.log" 2>&1 &
+        argv=("$bin" start
+            --node-id "$n"
+            --data-dir "$dir/data-$n"
+            --listen "${kafka[i]}" --advertised-listener "${kafka[i]}"
+            --rpc-listen "${rpc[i]}")
+        # Without proxies the command line is what it always was.
+        if [ -n "$proxies" ]; then
+            argv+=(--advertised-rpc-listener "${advertised[i]}")
+        fi
+        argv+=(--seeds "$seeds"
+            --admin-listen "${admin[i]}"
+            --cores 1 --config "$dir/config.toml")
+        setsid "${argv[@]}" </dev/null >"$dir/broker-$n.log" 2>&1 &
         echo $! >"$dir/broker-$n.pid"
         # The same command line, NUL-separated, for restart.
-        printf '%s\0' "$bin" start \
-            --node-id "$n" \
-            --data-dir "$dir/data-$n" \
-            --listen "${kafka[i]}" --advertised-listener "${kafka[i]}" \
-            --rpc-listen "${rpc[i]}" --seeds "$seeds" \
-            --admin-listen "${admin[i]}" \
-            --cores 1 --config "$dir/config.toml" >"$dir/broker-$n.cmd"
+        printf '%s\0' "${argv[@]}" >"$dir/broker-$n.cmd"
     done
     printf '%s\n' "$bootstrap" >"$dir/bootstrap"
     printf '%s\n' "${admin[@]}" >"$dir/admin"

@@ -20,6 +20,11 @@ const (
 	// healToWriteBound is the most the time from the last heal to every writer's
 	// first successful new write may take.
 	healToWriteBound = electionTimeoutMax + healSlack
+	// minorityAckGrace is how long after a partition fault began a batch acknowledged by
+	// the isolated broker is still allowed: a batch committed just before the cut may be
+	// answered just after it (the commit is learned, applied and answered, and the client
+	// hook runs, a little later), and the cut starts just after its recorded time.
+	minorityAckGrace = time.Second
 	// examplesMax bounds how many examples of each violation a report keeps.
 	examplesMax = 5
 	// stampLayout is how reports print times, to match them with broker log lines (UTC).
@@ -40,6 +45,22 @@ type ack struct {
 	partition   int32
 	offset      int64
 	sentAt, at  time.Time
+}
+
+// batchAck is one produced batch a broker acknowledged, from the writer's client hook.
+type batchAck struct {
+	writer    int
+	broker    int32 // the node id that answered
+	partition int32
+	records   int
+	at        time.Time // when the hook ran, just after the response arrived
+}
+
+// isolation is a partition fault: node was cut off from every other broker's RPC from
+// from (just before the cut) to to (just before the heal).
+type isolation struct {
+	node     int32
+	from, to time.Time
 }
 
 // failure is one write the producer gave up on: it may or may not be stored.
@@ -86,6 +107,10 @@ type history struct {
 	// healToWrite is, per writer, the time from the last heal to the ack of its first
 	// write sent after it; negative when there was none.
 	healToWrite []time.Duration
+	// batches are the acknowledged batches with the broker that answered, isolations the
+	// partition faults: a broker alone cannot commit an acks=all write.
+	batches    []batchAck
+	isolations []isolation
 }
 
 type pOff struct {
@@ -110,6 +135,9 @@ type report struct {
 	healOverBound   int // writers whose heal-to-write time exceeds healToWriteBound
 	readersBehind   int // readers that did not reach the end offsets (set by the test)
 	groupBehind     int // 1 when the group's commits did not reach them (set by the test)
+	minorityAcks    int // batches acknowledged by a broker while a partition fault isolated it
+
+	minorityAcksInGrace int // ... within minorityAckGrace of the cut (information)
 
 	gaps           int // a reader skipped offsets (information: a gap loses no ack by itself)
 	failedButRead  int // failed writes that are stored anyway (allowed: failure is unknown outcome)
@@ -157,6 +185,7 @@ func (r *report) violations() []string {
 		{"heal_over_bound", r.healOverBound},
 		{"readers_behind", r.readersBehind},
 		{"group_behind", r.groupBehind},
+		{"minority_acks", r.minorityAcks},
 	} {
 		if c.n != 0 {
 			v = append(v, fmt.Sprintf("%s=%d", c.name, c.n))
@@ -172,9 +201,9 @@ func (r *report) String() string {
 		r.lostMissing, r.lostOverwritten, r.misplaced, r.duplicates, r.conflicts, r.backwards)
 	fmt.Fprintf(&b, "commit_backwards=%d commit_lost=%d foreign_values=%d heal_no_write=%d heal_over_bound=%d\n",
 		r.commitBackwards, r.commitLost, r.foreign, r.healMissing, r.healOverBound)
-	fmt.Fprintf(&b, "readers_behind=%d group_behind=%d\n", r.readersBehind, r.groupBehind)
-	fmt.Fprintf(&b, "info: reader_gaps=%d failed_but_stored=%d max_heal_to_write=%s (bound %s)",
-		r.gaps, r.failedButRead, r.maxHealToWrite.Round(time.Millisecond), healToWriteBound)
+	fmt.Fprintf(&b, "readers_behind=%d group_behind=%d minority_acks=%d\n", r.readersBehind, r.groupBehind, r.minorityAcks)
+	fmt.Fprintf(&b, "info: reader_gaps=%d failed_but_stored=%d minority_acks_in_grace=%d max_heal_to_write=%s (bound %s)",
+		r.gaps, r.failedButRead, r.minorityAcksInGrace, r.maxHealToWrite.Round(time.Millisecond), healToWriteBound)
 	kinds := make([]string, 0, len(r.examples))
 	for k := range r.examples {
 		kinds = append(kinds, k)
@@ -316,6 +345,24 @@ func check(h *history) *report {
 		}
 		if d > r.maxHealToWrite {
 			r.maxHealToWrite = d
+		}
+	}
+
+	// A broker cut off from both others is a minority of one: it cannot commit, so past
+	// the grace it must not acknowledge anything until the heal.
+	for _, b := range h.batches {
+		for _, iso := range h.isolations {
+			if b.broker != iso.node || !b.at.After(iso.from) || !b.at.Before(iso.to) {
+				continue
+			}
+			if b.at.Sub(iso.from) <= minorityAckGrace {
+				r.minorityAcksInGrace++
+				continue
+			}
+			r.minorityAcks++
+			r.example("minority_acks", "broker %d acked writer %d's batch of %d to p%d at %s, isolated %s–%s",
+				b.broker, b.writer, b.records, b.partition, b.at.Format(stampLayout),
+				iso.from.Format(stampLayout), iso.to.Format(stampLayout))
 		}
 	}
 	return r

@@ -26,6 +26,16 @@ func TestChecker(t *testing.T) {
 			},
 			commitAcks:  []commitAck{{at(15), 0, 2}},
 			healToWrite: []time.Duration{time.Second, 2 * time.Second},
+			// Broker 2 isolated from 1 s to 5 s. None of these acks is one of its minority
+			// acks: before the cut, within the grace, after the heal, another broker.
+			isolations: []isolation{{2, at(1000), at(5000)}},
+			batches: []batchAck{
+				{writer: 1, broker: 2, partition: 0, records: 1, at: at(500)},
+				{writer: 1, broker: 2, partition: 0, records: 1, at: at(1000)},
+				{writer: 1, broker: 2, partition: 0, records: 1, at: at(1500)},
+				{writer: 1, broker: 2, partition: 0, records: 1, at: at(6000)},
+				{writer: 1, broker: 1, partition: 1, records: 1, at: at(3000)},
+			},
 		}
 	}
 	cases := []struct {
@@ -68,9 +78,12 @@ func TestChecker(t *testing.T) {
 		{"heal_over_bound", func(h *history) {
 			h.healToWrite[1] = healToWriteBound + time.Millisecond
 		}, func(r *report) int { return r.healOverBound }},
+		{"minority_acks", func(h *history) {
+			h.batches = append(h.batches, batchAck{writer: 2, broker: 2, partition: 1, records: 3, at: at(3000)})
+		}, func(r *report) int { return r.minorityAcks }},
 	}
-	if r := check(good()); len(r.violations()) != 0 || r.gaps != 0 {
-		t.Fatalf("clean history reported %v\n%s", r.violations(), r)
+	if r := check(good()); len(r.violations()) != 0 || r.gaps != 0 || r.minorityAcksInGrace != 1 {
+		t.Fatalf("clean history reported %v (minority acks in grace %d, want 1)\n%s", r.violations(), r.minorityAcksInGrace, r)
 	}
 	for _, c := range cases {
 		h := good()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +23,9 @@ const (
 	// processExitWait bounds the wait for a SIGKILLed broker to be gone, so that its
 	// data-dir lock is free before it is started again.
 	processExitWait = 10 * time.Second
+	// testFaultsEnv turns on the broker's test-only fault hooks (the slow disk). It is in
+	// the environment of every cluster.sh call, so restarted brokers have it too.
+	testFaultsEnv = "SLUICE_TEST_FAULTS=1"
 )
 
 // cluster is a 3-broker loopback cluster run by tests/cluster/cluster.sh in dir.
@@ -59,13 +64,16 @@ func sluiceBin() (string, error) {
 	return abs, nil
 }
 
-func startCluster(bin, dir string, brokers int) (*cluster, error) {
+// startCluster starts the brokers with their RPC advertised at rpcProxies (one per
+// broker, already listening), so that every inter-broker link goes through them.
+func startCluster(bin, dir string, brokers int, rpcProxies []string) (*cluster, error) {
 	c := &cluster{
 		script: filepath.Join(repoRoot(), "tests", "cluster", "cluster.sh"),
 		bin:    bin,
 		dir:    dir,
 	}
-	out, err := c.run("start", "--dir", dir, "--brokers", strconv.Itoa(brokers), "--bin", bin)
+	out, err := c.run("start", "--dir", dir, "--brokers", strconv.Itoa(brokers), "--bin", bin,
+		"--rpc-proxies", strings.Join(rpcProxies, ","))
 	if err != nil {
 		return nil, err
 	}
@@ -87,6 +95,7 @@ func (c *cluster) run(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), clusterScriptTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", append([]string{c.script}, args...)...)
+	cmd.Env = append(os.Environ(), testFaultsEnv)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -157,6 +166,37 @@ func (c *cluster) kill(node int32) error {
 func (c *cluster) restart(node int32) error {
 	_, err := c.run("restart", "--dir", c.dir, "--node", strconv.Itoa(int(node)))
 	return err
+}
+
+// slowDiskHTTP talks to the admin ports only: no proxy from the environment, no
+// connection kept (the broker's admin responder closes each one anyway).
+var slowDiskHTTP = &http.Client{
+	Timeout:   adminCallTimeout,
+	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
+}
+
+// setSyncDelay makes every later fdatasync of node's process wait d (0: none), through
+// the admin port's test-only hook; anything but 200 OK is an error.
+func (c *cluster) setSyncDelay(node int32, d time.Duration) error {
+	b, err := os.ReadFile(filepath.Join(c.dir, "admin"))
+	if err != nil {
+		return err
+	}
+	lines := strings.Fields(string(b))
+	if node < 1 || int(node) > len(lines) {
+		return fmt.Errorf("no admin address for broker %d in %s/admin", node, c.dir)
+	}
+	url := fmt.Sprintf("http://%s/faults/sync-delay-ms/%d", lines[node-1], d.Milliseconds())
+	resp, err := slowDiskHTTP.Get(url)
+	if err != nil {
+		return fmt.Errorf("broker %d: GET %s: %w", node, url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("broker %d: GET %s: %s: %s", node, url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
 }
 
 func (c *cluster) pause(node int32) error  { return c.signal(node, syscall.SIGSTOP) }

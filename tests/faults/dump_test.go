@@ -33,6 +33,14 @@ func dumpHistory(dir string, h *history, recs []faultRecord, leaders []leaderCha
 	}); err != nil {
 		return err
 	}
+	if err := write("batches.tsv", func(w *bufio.Writer) {
+		fmt.Fprintln(w, "writer\tbroker\tpartition\trecords\tacked")
+		for _, b := range h.batches {
+			fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%s\n", b.writer, b.broker, b.partition, b.records, ts(b.at))
+		}
+	}); err != nil {
+		return err
+	}
 	if err := write("failures.tsv", func(w *bufio.Writer) {
 		fmt.Fprintln(w, "writer\tseq\tpartition\tat\terror")
 		for _, f := range h.failures {

@@ -91,11 +91,12 @@ type faultRecord struct {
 
 // run is one TestFaults run's state.
 type run struct {
-	t     *testing.T
-	seed  int64
-	c     *cluster
-	adm   *kadm.Client
-	admCl *kgo.Client
+	t       *testing.T
+	seed    int64
+	c       *cluster
+	proxies *rpcProxies
+	adm     *kadm.Client
+	admCl   *kgo.Client
 }
 
 func TestFaults(t *testing.T) {
@@ -137,7 +138,13 @@ func TestFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := startCluster(bin, dir, brokerCount)
+	// The proxies first: the brokers form the cluster through them.
+	proxies, err := newRPCProxies(dir, brokerCount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxies.close) // runs after the cleanup below has stopped the brokers
+	c, err := startCluster(bin, dir, brokerCount, proxies.addrs())
 	if err != nil {
 		t.Fatalf("seed %d: %v (logs in %s)", seed, err, dir)
 	}
@@ -168,7 +175,7 @@ func TestFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admCl.Close()
-	r := &run{t: t, seed: seed, c: c, adm: kadm.NewClient(admCl), admCl: admCl}
+	r := &run{t: t, seed: seed, c: c, proxies: proxies, adm: kadm.NewClient(admCl), admCl: admCl}
 	r.createTopic()
 
 	// Workers.
@@ -308,6 +315,7 @@ func TestFaults(t *testing.T) {
 	for _, w := range writers {
 		w.mu.Lock()
 		h.acks = append(h.acks, w.acks...)
+		h.batches = append(h.batches, w.batches...)
 		h.failures = append(h.failures, w.failures...)
 		w.mu.Unlock()
 		h.healToWrite = append(h.healToWrite, w.healToWrite(heal))
@@ -322,6 +330,11 @@ func TestFaults(t *testing.T) {
 		h.unordered = append(h.unordered, m.reads...)
 		h.commitAcks = append(h.commitAcks, m.acks...)
 		m.mu.Unlock()
+	}
+	for _, fr := range recs {
+		if fr.kind == partition && !fr.healed.IsZero() {
+			h.isolations = append(h.isolations, isolation{fr.node, fr.injected, fr.healed})
+		}
 	}
 	mon.mu.Lock()
 	h.commits = append([]commitObs(nil), mon.obs...)
@@ -478,7 +491,8 @@ func (r *run) target(e event) (int32, string) {
 	if err != nil || !ok || p.Leader < 1 {
 		return fallback, fmt.Sprintf("p%d has no known leader (%v); broker %d instead", e.partition, err, fallback)
 	}
-	if e.kind == killFollower {
+	// slow-disk hits the leader on even picks, a follower on odd ones.
+	if e.kind == killFollower || (e.kind == slowDisk && e.pick%2 == 1) {
 		var fs []int32
 		for _, n := range p.Replicas {
 			if n != p.Leader {
@@ -488,13 +502,18 @@ func (r *run) target(e event) (int32, string) {
 		if len(fs) == 0 {
 			return fallback, fmt.Sprintf("p%d has no follower; broker %d instead", e.partition, fallback)
 		}
-		return fs[e.pick%len(fs)], fmt.Sprintf("p%d follower (leader %d epoch %d)", e.partition, p.Leader, p.LeaderEpoch)
+		i := e.pick
+		if e.kind == slowDisk {
+			i /= 2 // its low bit chose the role
+		}
+		return fs[i%len(fs)], fmt.Sprintf("p%d follower (leader %d epoch %d)", e.partition, p.Leader, p.LeaderEpoch)
 	}
 	return p.Leader, fmt.Sprintf("p%d leader (epoch %d)", e.partition, p.LeaderEpoch)
 }
 
 // inject applies one event and heals it: restart after a kill, SIGCONT after a pause,
-// the third replica back after a reassignment.
+// the third replica back after a reassignment, the links back after a partition, no
+// sync delay after a slow disk.
 func (r *run) inject(e event) faultRecord {
 	if e.kind == reassign {
 		return r.injectReassign(e)
@@ -502,6 +521,24 @@ func (r *run) inject(e event) faultRecord {
 	fr := faultRecord{event: e}
 	fr.node, fr.note = r.target(e)
 	fr.injected = time.Now()
+	switch e.kind {
+	case partition:
+		closed := r.proxies.isolate(fr.node)
+		time.Sleep(e.hold)
+		fr.healed = time.Now()
+		held := r.proxies.heal()
+		fr.note += fmt.Sprintf("; isolated: %d links closed, %d attempts held", closed, held)
+		return fr
+	case slowDisk:
+		fr.note += fmt.Sprintf("; fdatasync +%s", e.delay)
+		if fr.err = r.c.setSyncDelay(fr.node, e.delay); fr.err != nil {
+			return fr
+		}
+		time.Sleep(e.hold)
+		fr.healed = time.Now()
+		fr.err = r.c.setSyncDelay(fr.node, 0)
+		return fr
+	}
 	if e.kind.kills() {
 		if fr.err = r.c.kill(fr.node); fr.err != nil {
 			return fr

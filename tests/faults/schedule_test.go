@@ -19,11 +19,13 @@ const (
 	pauseBroker                      // SIGSTOP any broker, SIGCONT after hold
 	killCoordinator                  // kill -9 the consumer group's coordinator, restart it after hold
 	reassign                         // move a partition to two replicas, back to three after hold
+	partition                        // cut a partition's leader off from the other brokers' RPC, heal after hold
+	slowDisk                         // delay every fdatasync of a partition's leader or follower, undo after hold
 	faultKinds
 )
 
 func (k faultKind) String() string {
-	return [...]string{"kill-leader", "kill-follower", "kill-controller", "pause-leader", "pause-broker", "kill-coordinator", "reassign"}[k]
+	return [...]string{"kill-leader", "kill-follower", "kill-controller", "pause-leader", "pause-broker", "kill-coordinator", "reassign", "partition", "slow-disk"}[k]
 }
 
 func (k faultKind) kills() bool {
@@ -37,6 +39,12 @@ const (
 	// Pauses of 0.3–8 s: some end before an election timeout (the paused leader comes
 	// back still believing it leads), some long after a new leader took over.
 	pauseHoldMin, pauseHoldMax = 300 * time.Millisecond, 8 * time.Second
+	// Partitions and slow disks hold like pauses (pauseHoldMin–pauseHoldMax), for the
+	// same reason: some end before an election timeout, some long after.
+	//
+	// A slow disk delays each fdatasync by 20–400 ms: from a busy disk to one that makes
+	// every acks=all write wait longer than an election heartbeat.
+	slowDiskDelayMin, slowDiskDelayMax = 20 * time.Millisecond, 400 * time.Millisecond
 	// quiet is the healthy time after each heal, for a restarted broker to catch up
 	// before the next fault takes another one away.
 	quietMin, quietMax = 3 * time.Second, 7 * time.Second
@@ -51,11 +59,16 @@ type event struct {
 	pick      int   // which follower, or which broker for pause-broker
 	hold      time.Duration
 	quiet     time.Duration
+	delay     time.Duration // slow-disk: what every fdatasync waits, whole milliseconds
 }
 
 func (e event) String() string {
-	return fmt.Sprintf("%s p%d pick %d hold %s quiet %s", e.kind, e.partition, e.pick,
+	s := fmt.Sprintf("%s p%d pick %d hold %s quiet %s", e.kind, e.partition, e.pick,
 		e.hold.Round(time.Millisecond), e.quiet.Round(time.Millisecond))
+	if e.kind == slowDisk {
+		s += fmt.Sprintf(" delay %s", e.delay)
+	}
+	return s
 }
 
 func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
@@ -90,7 +103,9 @@ func parseKinds(s string) ([]faultKind, error) {
 }
 
 // plan draws n events of the given kinds from seed. Kinds come in shuffled rounds of
-// all of them, so that even a short run injects every kind.
+// all of them, so that even a short run injects every kind. The round's length is the
+// number of kinds, so adding a kind changes what a seed replays with all kinds; a given
+// SLUICE_FAULT_KINDS list of older kinds replays as before (only slow-disk draws more).
 func plan(seed int64, n int, partitions int32, kinds []faultKind) []event {
 	rng := rand.New(rand.NewSource(seed))
 	var evs []event
@@ -108,6 +123,9 @@ func plan(seed int64, n int, partitions int32, kinds []faultKind) []event {
 			ev.hold = between(rng, pauseHoldMin, pauseHoldMax)
 		}
 		ev.quiet = between(rng, quietMin, quietMax)
+		if k == slowDisk {
+			ev.delay = between(rng, slowDiskDelayMin, slowDiskDelayMax).Truncate(time.Millisecond)
+		}
 		evs = append(evs, ev)
 	}
 	return evs

@@ -123,6 +123,7 @@ type writer struct {
 
 	mu       sync.Mutex
 	acks     []ack
+	batches  []batchAck // from the client's produce hook: which broker acknowledged what
 	failures []failure
 	lastSent time.Time // sentAt of the latest-sent acked record
 	skipped  int       // ticks skipped because writerInFlightMax were pending
@@ -133,7 +134,9 @@ func newWriter(id int, ce clientEnv, topic string, parts int32) (*writer, error)
 	// error code in a produce response (retrying@offset,count(ERROR)).
 	wce := ce
 	wce.level = max(ce.level, kgo.LogLevelDebug)
+	w := &writer{id: id, parts: parts}
 	opts := append(clientOpts(wce, fmt.Sprintf("faults-writer-%d", id)),
+		kgo.WithHooks(batchHook{w}),
 		kgo.DefaultProduceTopic(topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
@@ -146,7 +149,21 @@ func newWriter(id int, ce clientEnv, topic string, parts int32) (*writer, error)
 	if err != nil {
 		return nil, err
 	}
-	return &writer{id: id, cl: cl, parts: parts}, nil
+	w.cl = cl
+	return w, nil
+}
+
+// batchHook records, per batch a produce response acknowledged, the broker that answered:
+// the record promises do not say, and a broker cut off from the others must not answer.
+type batchHook struct{ w *writer }
+
+func (h batchHook) OnProduceBatchWritten(meta kgo.BrokerMetadata, _ string, partition int32, m kgo.ProduceBatchMetrics) {
+	// franz-go calls this from a goroutine after the response: at is a little late,
+	// never early.
+	now := time.Now()
+	h.w.mu.Lock()
+	defer h.w.mu.Unlock()
+	h.w.batches = append(h.w.batches, batchAck{h.w.id, meta.NodeID, partition, m.NumRecords, now})
 }
 
 // run writes until ctx ends, then flushes (bounded) and closes the client.
