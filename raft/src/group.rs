@@ -119,7 +119,20 @@ pub struct Group {
     /// The leadership last reported to `listener`.
     reported: Cell<Option<Leadership>>,
     listener: RefCell<Option<LeadershipListener>>,
+    /// As leader: what the last heartbeat told, and the ticks since it went out.
+    heartbeat_told: Cell<Option<Told>>,
+    ticks_since_heartbeat: Cell<u32>,
 }
+
+/// (term, last log index, commit index) as a heartbeat tells them.
+type Told = (u64, Option<u64>, Option<u64>);
+
+/// A leader with nothing new to tell (no entry or commit since its last heartbeat, every
+/// voter holding its whole log) heartbeats every this many ticks instead of every tick: a
+/// third of the minimum election timeout, so a follower still hears from it three times
+/// before it could stand, and the lease is renewed well within its length. Idle groups
+/// are what a broker with many partitions spends its idle CPU on.
+const IDLE_HEARTBEAT_TICKS: u32 = 3;
 
 /// A leader hands leadership to the preferred replica after leading this many election
 /// timeouts, once that replica has caught up: long enough that a replica flapping up and down
@@ -159,6 +172,8 @@ impl Group {
             isr_changes: Cell::new(0),
             reported: Cell::new(None),
             listener: RefCell::new(None),
+            heartbeat_told: Cell::new(None),
+            ticks_since_heartbeat: Cell::new(0),
         });
         g.draw_timeout();
         g
@@ -182,6 +197,16 @@ impl Group {
         }
     }
 
+    /// The only voter is this replica: no lease to keep.
+    fn alone(&self, m: &RaftMetrics<PartitionRaft>) -> bool {
+        let mut voters = m.membership_config.membership().voter_ids();
+        voters.next() == Some(m.id) && voters.next().is_none()
+    }
+
+    fn within_lease(&self, since_quorum: Duration) -> bool {
+        since_quorum + self.election_min / LEASE_MARGIN_FRACTION < self.election_min * 2
+    }
+
     /// As leader: whether openraft will take a write now. It refuses writes once no quorum
     /// has answered the leader for its lease (the maximum election timeout): after the
     /// leader was cut off or paused. This answers with a margin, so a write it lets through
@@ -191,14 +216,10 @@ impl Group {
         if m.state != ServerState::Leader {
             return false;
         }
-        let mut voters = m.membership_config.membership().voter_ids();
-        if voters.next() == Some(m.id) && voters.next().is_none() {
-            return true;
-        }
-        let lease = self.election_min * 2;
-        m.last_quorum_acked
-            .as_ref()
-            .is_some_and(|at| at.elapsed() + self.election_min / LEASE_MARGIN_FRACTION < lease)
+        self.alone(&m)
+            || m.last_quorum_acked
+                .as_ref()
+                .is_some_and(|at| self.within_lease(at.elapsed()))
     }
 
     /// As leader: the voters that have not caught up within `replica.lag.time.max.ms`, in
@@ -600,6 +621,29 @@ impl Group {
         (now.duration_since(since) >= self.balance_after && caught_up).then_some(p)
     }
 
+    /// As leader at a tick: whether to heartbeat now (see `IDLE_HEARTBEAT_TICKS`).
+    fn heartbeat_due(&self) -> bool {
+        let m = self.metrics.borrow_watched();
+        let told = (
+            m.current_term,
+            m.last_log_index,
+            m.cluster_committed.as_ref().map(|c| c.index),
+        );
+        let all_hold_it = m.replication.as_ref().is_some_and(|r| {
+            r.iter()
+                .all(|(_, matched)| matched.as_ref().map(|l| l.index) == m.last_log_index)
+        });
+        let ticks = self.ticks_since_heartbeat.get() + 1;
+        let idle = all_hold_it && self.heartbeat_told.get() == Some(told);
+        if idle && ticks < IDLE_HEARTBEAT_TICKS {
+            self.ticks_since_heartbeat.set(ticks);
+            return false;
+        }
+        self.heartbeat_told.set(Some(told));
+        self.ticks_since_heartbeat.set(0);
+        true
+    }
+
     fn draw_timeout(&self) {
         let min = self.election_min.as_micros() as u64;
         let t = rand::rng().random_range(min..2 * min);
@@ -660,7 +704,8 @@ impl Group {
                     self.leading_since.set(None);
                     self.raft.trigger().transfer_leader(p).await
                 }
-                None => self.raft.trigger().heartbeat().await,
+                None if self.heartbeat_due() => self.raft.trigger().heartbeat().await,
+                None => Ok(()),
             },
             ServerState::Shutdown | ServerState::Learner => Ok(()),
             ServerState::Follower | ServerState::Candidate => {

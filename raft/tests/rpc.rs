@@ -255,8 +255,9 @@ fn idle_frames_between_brokers_do_not_grow_with_groups() {
         let before = c.brokers[&1].peers.frames_sent();
         GlommioRuntime::sleep(window).await;
         let frames = c.brokers[&1].peers.frames_sent() - before;
-        // Each of broker 1's leaders heartbeats both followers every tenth of the election
-        // timeout; unbatched that would be one frame per heartbeat.
+        // Each of broker 1's leaders heartbeats both followers at most every tenth of the
+        // election timeout (idle ones every third of those ticks); unbatched that would be
+        // up to one frame per heartbeat.
         let heartbeats =
             led_by_1 * 2 * (window.as_millis() as u64 / (ELECTION_MIN.as_millis() as u64 / 10));
         println!("broker 1 leads {led_by_1} of {groups} groups: {frames} frames for about {heartbeats} heartbeats in {window:?}");
