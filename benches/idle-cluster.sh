@@ -43,38 +43,38 @@ rpc_counter() {
         | awk -v m="$2" '$1 ~ "^"m"(\\{|$)" { s += $2 } END { printf "%d\n", s }'
 }
 
+# One line per broker: CPU seconds, frames, group messages and bytes sent so far.
+snapshot() {
+    local n
+    for n in 1 2 3; do
+        echo "$(cpu_s "$n") $(rpc_counter "$n" sluice_rpc_frames_sent_total)" \
+            "$(rpc_counter "$n" sluice_rpc_messages_sent_total)" \
+            "$(rpc_counter "$n" sluice_rpc_sent_bytes_total)"
+    done
+}
+
 # Samples every broker over the window and prints one JSON object.
 measure() {
-    local partitions=$1 n before=() after=() fb=() fa=() mb=() ma=() bb=() ba=()
-    for n in 1 2 3; do
-        before[n]=$(cpu_s "$n")
-        fb[n]=$(rpc_counter "$n" sluice_rpc_frames_sent_total)
-        mb[n]=$(rpc_counter "$n" sluice_rpc_messages_sent_total)
-        bb[n]=$(rpc_counter "$n" sluice_rpc_sent_bytes_total)
-    done
+    local before after
+    before=$(snapshot)
     sleep "$window"
-    for n in 1 2 3; do
-        after[n]=$(cpu_s "$n")
-        fa[n]=$(rpc_counter "$n" sluice_rpc_frames_sent_total)
-        ma[n]=$(rpc_counter "$n" sluice_rpc_messages_sent_total)
-        ba[n]=$(rpc_counter "$n" sluice_rpc_sent_bytes_total)
-    done
-    python3 - "$partitions" "$window" "${before[*]}" "${after[*]}" "${fb[*]}" "${fa[*]}" \
-        "${mb[*]}" "${ma[*]}" "${bb[*]}" "${ba[*]}" <<'EOF'
+    after=$(snapshot)
+    python3 - "$1" "$window" "$before" "$after" <<'EOF'
 import json, sys
 parts, window = int(sys.argv[1]), float(sys.argv[2])
-cols = [list(map(float, a.split())) for a in sys.argv[3:]]
-cb, ca, fb, fa, mb, ma, bb, ba = cols
-rate = lambda a, b: [round((y - x) / window, 1) for x, y in zip(a, b)]
+before, after = ([list(map(float, l.split())) for l in a.splitlines()] for a in sys.argv[3:5])
+# Per broker and column: the rate over the window.
+rates = [[(y - x) / window for x, y in zip(b, a)] for b, a in zip(before, after)]
+col = lambda i, digits: [round(r[i], digits) for r in rates]
 print(json.dumps({
     # Besides the 50 RF=3 partitions of __consumer_offsets.
     "topic_partitions_rf3": parts,
     "window_s": window,
-    "cpu_share_of_core": [round((y - x) / window, 4) for x, y in zip(cb, ca)],
+    "cpu_share_of_core": col(0, 4),
     # Each broker has two peers: per link is half of what it sends.
-    "frames_per_s_sent": rate(fb, fa),
-    "messages_per_s_sent": rate(mb, ma),
-    "bytes_per_s_sent": rate(bb, ba),
+    "frames_per_s_sent": col(1, 1),
+    "messages_per_s_sent": col(2, 1),
+    "bytes_per_s_sent": col(3, 1),
 }))
 EOF
 }
