@@ -138,9 +138,19 @@ fn metadata_names_every_broker_and_any_broker_takes_admin_changes() {
     });
 }
 
+/// MiB the catch-up test writes while the follower is down (`SLUICE_CATCH_UP_MB`, for the
+/// 1 GB measurement; CI runs the default).
+const CATCH_UP_MB_DEFAULT: u64 = 64;
+
 #[test]
 fn a_killed_follower_catches_up() {
-    run_bounded("catch_up", Duration::from_secs(300), || {
+    let mb: u64 = std::env::var("SLUICE_CATCH_UP_MB").map_or(CATCH_UP_MB_DEFAULT, |v| {
+        v.parse().expect("SLUICE_CATCH_UP_MB is a number of MiB")
+    });
+    // Waits grow with the size (a second per 4 MiB on top of two minutes), so a 1 GB run
+    // is bounded too.
+    let wait = Duration::from_secs(120 + mb / 4);
+    run_bounded("catch_up", wait * 3, move || {
         let cluster = Cluster::start(3);
         let bootstrap = cluster.bootstrap();
         let topic = unique_name("catchup");
@@ -152,9 +162,9 @@ fn a_killed_follower_catches_up() {
         cfg.set("linger.ms", "20").set("batch.size", "1000000");
         let (p, log) = logged_producer(&cfg);
         let value = vec![b'x'; 16 << 10];
-        const RECORDS: usize = 4_096; // 64 MiB
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for n in 0..RECORDS {
+        let records = (mb as usize) << 6; // 16 KiB each
+        let deadline = Instant::now() + wait;
+        for n in 0..records {
             send_retrying(
                 &p,
                 BaseRecord::with_opaque_to(&topic, n)
@@ -163,10 +173,10 @@ fn a_killed_follower_catches_up() {
                 deadline,
             );
         }
-        p.flush(Duration::from_secs(120)).expect("flush");
+        p.flush(wait).expect("flush");
         assert_eq!(
             log.acked(),
-            RECORDS as u64,
+            records as u64,
             "first failures: {:?}",
             log.snapshot()
                 .iter()
@@ -185,19 +195,17 @@ fn a_killed_follower_catches_up() {
                 break;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(120),
+                started.elapsed() < wait,
                 "follower {follower} has {have} of {want} bytes"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!(
-            "follower {follower} caught up on 64 MiB in {:?}",
+            "follower {follower} caught up on {mb} MiB in {:?}",
             started.elapsed()
         );
-        let read = read_until(&bootstrap, &topic, 1, Duration::from_secs(120), |r| {
-            r[&0].len() >= RECORDS
-        });
-        assert_eq!(read[&0].len(), RECORDS);
+        let read = read_until(&bootstrap, &topic, 1, wait, |r| r[&0].len() >= records);
+        assert_eq!(read[&0].len(), records);
         assert!(read[&0].iter().all(|m| m.payload() == Some(&value[..])));
     });
 }
